@@ -1,0 +1,227 @@
+"""Versioned schema migrations for weft's own tables, one list per dialect.
+
+A migration is applied once, in order, inside the transaction that records it in
+``weft_schema``. Never edit a released migration: append a new one.
+The checkpointer tables of Postgres and the store tables of both backends belong to
+LangGraph's libraries, which migrate them with their own ``setup()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from weft.errors import SchemaVersionError
+from weft.storage.urls import Dialect
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        return self.sqlite if dialect == "sqlite" else self.postgres
+
+
+SCHEMA_TABLE_SQLITE = """
+CREATE TABLE IF NOT EXISTS weft_schema (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)"""
+
+SCHEMA_TABLE_POSTGRES = """
+CREATE TABLE IF NOT EXISTS weft_schema (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
+
+
+def _records(json: str, ts: str, now: str) -> tuple[str, ...]:
+    """weft's record tables, written once for both dialects' column types."""
+    return (
+        f"""CREATE TABLE assistants (
+            assistant_id TEXT PRIMARY KEY,
+            graph_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT,
+            config {json} NOT NULL,
+            context {json} NOT NULL,
+            metadata {json} NOT NULL,
+            version INTEGER NOT NULL,
+            owner TEXT,
+            created_at {ts} NOT NULL DEFAULT {now},
+            updated_at {ts} NOT NULL DEFAULT {now}
+        )""",
+        "CREATE INDEX assistants_graph_id ON assistants (graph_id)",
+        f"""CREATE TABLE assistant_versions (
+            assistant_id TEXT NOT NULL REFERENCES assistants (assistant_id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            graph_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT,
+            config {json} NOT NULL,
+            context {json} NOT NULL,
+            metadata {json} NOT NULL,
+            created_at {ts} NOT NULL DEFAULT {now},
+            PRIMARY KEY (assistant_id, version)
+        )""",
+        f"""CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            user_id TEXT,
+            name TEXT,
+            status TEXT NOT NULL,
+            metadata {json} NOT NULL,
+            state {json} NOT NULL,
+            state_version INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            created_at {ts} NOT NULL DEFAULT {now},
+            updated_at {ts} NOT NULL DEFAULT {now}
+        )""",
+        "CREATE INDEX sessions_user_id ON sessions (user_id)",
+        "CREATE INDEX sessions_status ON sessions (status)",
+        f"""CREATE TABLE threads (
+            thread_id TEXT PRIMARY KEY,
+            created_at {ts} NOT NULL DEFAULT {now},
+            updated_at {ts} NOT NULL DEFAULT {now},
+            state_updated_at {ts},
+            metadata {json} NOT NULL,
+            config {json} NOT NULL,
+            status TEXT NOT NULL,
+            "values" {json},
+            interrupts {json} NOT NULL,
+            lifecycle TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            graph_id TEXT,
+            session_id TEXT REFERENCES sessions (session_id),
+            name TEXT,
+            parent_thread_id TEXT,
+            source_checkpoint_id TEXT,
+            count_messages INTEGER NOT NULL DEFAULT 0,
+            count_checkpoints INTEGER NOT NULL DEFAULT 0,
+            count_branches INTEGER NOT NULL DEFAULT 0,
+            count_runs INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            UNIQUE (session_id, name)
+        )""",
+        "CREATE INDEX threads_session_id ON threads (session_id)",
+        "CREATE INDEX threads_parent_thread_id ON threads (parent_thread_id)",
+        "CREATE INDEX threads_status ON threads (status)",
+        "CREATE INDEX threads_graph_id ON threads (graph_id)",
+        "CREATE INDEX threads_created_at ON threads (created_at)",
+        "CREATE INDEX threads_updated_at ON threads (updated_at)",
+        f"""CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            thread_id TEXT REFERENCES threads (thread_id) ON DELETE CASCADE,
+            assistant_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metadata {json} NOT NULL,
+            kwargs {json} NOT NULL,
+            multitask_strategy TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            owner TEXT,
+            created_at {ts} NOT NULL DEFAULT {now},
+            updated_at {ts} NOT NULL DEFAULT {now},
+            started_at {ts},
+            ended_at {ts}
+        )""",
+        "CREATE INDEX runs_thread_id ON runs (thread_id, created_at)",
+        "CREATE INDEX runs_status ON runs (status)",
+        f"""CREATE TABLE run_events (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            data {json} NOT NULL,
+            created_at {ts} NOT NULL DEFAULT {now},
+            PRIMARY KEY (run_id, seq)
+        )""",
+        f"""CREATE TABLE interactions (
+            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            content {json} NOT NULL,
+            metadata {json} NOT NULL,
+            thread_id TEXT,
+            run_id TEXT,
+            created_at {ts} NOT NULL DEFAULT {now},
+            PRIMARY KEY (session_id, seq)
+        )""",
+        f"""CREATE TABLE crons (
+            cron_id TEXT PRIMARY KEY,
+            assistant_id TEXT NOT NULL,
+            thread_id TEXT REFERENCES threads (thread_id) ON DELETE CASCADE,
+            schedule TEXT NOT NULL,
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            end_time {ts},
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            payload {json} NOT NULL,
+            metadata {json} NOT NULL,
+            next_run_date {ts},
+            owner TEXT,
+            created_at {ts} NOT NULL DEFAULT {now},
+            updated_at {ts} NOT NULL DEFAULT {now}
+        )""",
+        "CREATE INDEX crons_next_run_date ON crons (next_run_date)",
+    )
+
+
+_SQLITE_NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="records: assistants, sessions, threads, runs, run events, interactions, "
+        "crons; SQLite checkpoint tables",
+        sqlite=(
+            *_records("TEXT", "TEXT", _SQLITE_NOW),
+            """CREATE TABLE checkpoints (
+                thread_id TEXT NOT NULL,
+                checkpoint_ns TEXT NOT NULL DEFAULT '',
+                checkpoint_id TEXT NOT NULL,
+                parent_checkpoint_id TEXT,
+                run_id TEXT,
+                type TEXT,
+                checkpoint BLOB NOT NULL,
+                metadata TEXT NOT NULL,
+                PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX checkpoints_run_id ON checkpoints (run_id) WHERE run_id IS NOT NULL",
+            """CREATE TABLE checkpoint_writes (
+                thread_id TEXT NOT NULL,
+                checkpoint_ns TEXT NOT NULL DEFAULT '',
+                checkpoint_id TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                task_path TEXT NOT NULL DEFAULT '',
+                idx INTEGER NOT NULL,
+                channel TEXT NOT NULL,
+                type TEXT,
+                value BLOB,
+                PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+            ) WITHOUT ROWID""",
+        ),
+        postgres=(
+            *_records("JSONB", "TIMESTAMPTZ", "now()"),
+            # The checkpoint tables come from langgraph-checkpoint-postgres's setup(),
+            # which runs before weft's migrations; this index serves delete_for_runs.
+            "CREATE INDEX IF NOT EXISTS checkpoints_run_id "
+            "ON checkpoints ((metadata->>'run_id'))",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def pending(current: int, dialect: Dialect, masked_url: str) -> list[Migration]:
+    """Migrations still to apply to a database at ``current``; refuse a newer database."""
+    if current > LATEST_VERSION:
+        raise SchemaVersionError(
+            f"database {masked_url} has weft schema version {current}, but this weft knows "
+            f"versions up to {LATEST_VERSION}: it was written by a newer weft. Upgrade weft "
+            f"(pip install -U weft) or point WEFT_DATABASE_URL at another database."
+        )
+    return [m for m in MIGRATIONS if m.version > current]
