@@ -1,0 +1,117 @@
+"""The SQLite backend: one database file (or memory) holding everything, in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from weft.errors import StorageError
+from weft.storage.base import Storage
+from weft.storage.migrations import SCHEMA_TABLE_SQLITE, pending
+from weft.storage.sqlite_checkpointer import SqliteCheckpointer
+from weft.storage.sqlite_engine import SqliteEngine
+from weft.storage.sqlite_store import SqliteStore
+from weft.storage.urls import DatabaseUrl
+
+
+class SqliteStorage(Storage):
+    dialect = "sqlite"
+
+    def __init__(self, url: DatabaseUrl, engine: SqliteEngine, store: SqliteStore) -> None:
+        self.url = url
+        self.engine = engine
+        self.checkpointer = SqliteCheckpointer(engine)
+        self.store = store
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: DatabaseUrl, *, synchronous: str = "full"
+    ) -> AsyncIterator[SqliteStorage]:
+        if synchronous.lower() not in ("full", "normal"):
+            raise StorageError(
+                f"sqlite synchronous must be 'full' or 'normal', not {synchronous!r}"
+            )
+        if url.path is not None:
+            _prepare_directory(url)
+        engine = SqliteEngine(url.path, synchronous=synchronous)
+        try:
+            try:
+                engine.start()
+                await engine.write_alone(lambda conn: _migrate(conn, url))
+                store = await SqliteStore.open(engine)
+            except sqlite3.DatabaseError as e:
+                raise _open_error(url, e) from e
+            yield cls(url, engine, store)
+        finally:
+            await engine.close()
+
+    async def schema_version(self) -> int:
+        return await self.engine.read(_current_version)
+
+    async def table_names(self) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self.engine.read(read)
+
+    async def integrity_check(self) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            return [str(r[0]) for r in rows if r[0] != "ok"]
+
+        return await self.engine.read(read)
+
+
+def _prepare_directory(url: DatabaseUrl) -> None:
+    assert url.path is not None
+    parent = url.path.expanduser().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"cannot create the folder {parent} for database {url.masked}: "
+            f"{e.strerror or e}; choose a writable path (WEFT_DATABASE_URL or database_url)"
+        ) from e
+    if url.path.is_dir():
+        raise StorageError(
+            f"database {url.masked} is a folder, not a file; give the path of a file inside it"
+        )
+
+
+def _open_error(url: DatabaseUrl, e: sqlite3.DatabaseError) -> StorageError:
+    text = str(e)
+    if "file is not a database" in text:
+        hint = "the file exists but is not a SQLite database; point the URL at another file"
+    elif "unable to open" in text or "readonly" in text or "read-only" in text:
+        hint = "the file or its folder is not writable; choose a writable path"
+    else:
+        hint = "check the file, or point the URL at another one"
+    return StorageError(f"cannot open SQLite database {url.masked}: {text}; {hint}")
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(version) FROM weft_schema").fetchone()
+    return int(row[0] or 0)
+
+
+def _migrate(conn: sqlite3.Connection, url: DatabaseUrl) -> None:
+    """Apply pending migrations in one IMMEDIATE transaction (other processes wait)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(SCHEMA_TABLE_SQLITE)
+        for migration in pending(_current_version(conn), "sqlite", url.masked):
+            for statement in migration.sqlite:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO weft_schema (version, description) VALUES (?, ?)",
+                (migration.version, migration.description),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,223 @@
+"""SQLite access for weft: one writer thread with group commit, reads on the caller's thread.
+
+Why not aiosqlite: aiosqlite runs each statement as its own hop to a worker thread and
+commits when told to, so N concurrent writers pay N commits (N fsyncs) plus a hop per
+statement. Here every write is a *job* (a plain function of a ``sqlite3.Connection``)
+queued to one writer thread. The thread takes every job waiting in the queue, runs each
+inside its own savepoint of one transaction, commits once, and only then resolves the
+jobs' futures. So concurrent runs share one fsync (group commit), a job's caller never
+hears "saved" before its data is durable, and one failing job does not undo the others.
+
+Reads of a file database run inline on the event loop thread through a read-only
+connection: under WAL a reader never waits for the writer, and a point read costs less
+than a hop to another thread. An in-memory database has a single connection, so its
+reads are jobs too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+Job = Callable[[sqlite3.Connection], Any]
+
+_MAX_BATCH = 512
+_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class _Work:
+    fn: Job
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    # "group": runs in the shared transaction; "alone": runs outside any transaction
+    # and manages its own (used by code that issues BEGIN/COMMIT itself).
+    mode: Literal["group", "alone"] = "group"
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+def _deliver(batch: list[_Work]) -> None:
+    for w in batch:
+        if w.future.done():  # the awaiting coroutine was cancelled
+            continue
+        if w.error is not None:
+            w.future.set_exception(w.error)
+        else:
+            w.future.set_result(w.result)
+
+
+def connect(target: str, *, uri: bool = False, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (explicit BEGIN), usable from any one thread."""
+    conn = sqlite3.connect(
+        target,
+        uri=uri,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=_BUSY_TIMEOUT_MS / 1000,
+    )
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class SqliteEngine:
+    """Owns the connections to one SQLite database. Use :meth:`start` and :meth:`close`."""
+
+    def __init__(self, path: Path | None, *, synchronous: str = "full") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._closed = False
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    def start(self) -> None:
+        """Open the connections (raising sqlite3 errors to the caller) and start the writer."""
+        if self.path is None:
+            self._writer = connect(":memory:")
+        else:
+            self._writer = connect(str(self.path))
+            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
+        self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
+        if self.path is not None:
+            self._reader = connect(str(self.path), readonly=True)
+        self._thread = threading.Thread(target=self._run, name="weft-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+        if self._reader is not None:
+            self._reader.close()
+
+    # -- the API -----------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer's transaction; return once it is committed (durable)."""
+        return await self._submit(fn, "group")
+
+    async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection outside weft's transaction.
+
+        For library code that issues its own BEGIN/COMMIT (the LangGraph SQLite store).
+        """
+        return await self._submit(fn, "alone")
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` against a consistent snapshot of committed data."""
+        if self._reader is None:
+            return await self._submit(fn, "group")
+        conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def _submit(self, fn: Job, mode: Literal["group", "alone"]) -> asyncio.Future[Any]:
+        if self._closed or self._thread is None:
+            raise sqlite3.ProgrammingError("the SQLite storage is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Work(fn, loop, fut, mode))
+        return fut
+
+    # -- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Work]) -> None:
+        group: list[_Work] = []
+        for w in batch:
+            if w.mode == "group":
+                group.append(w)
+                continue
+            self._commit_group(conn, group)
+            group = []
+            try:
+                w.result = w.fn(conn)
+            except BaseException as e:  # handed to the awaiting coroutine
+                w.error = e
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            self._hand_back([w])
+        self._commit_group(conn, group)
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
+        if not group:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            for w in group:
+                w.error = e
+            self._hand_back(group)
+            return
+        for w in group:
+            conn.execute("SAVEPOINT job")
+            try:
+                w.result = w.fn(conn)
+            except BaseException as e:  # handed to the awaiting coroutine
+                w.error = e
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for w in group:
+                w.error = e
+        self._hand_back(group)
+
+    @staticmethod
+    def _hand_back(done: list[_Work]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Work]] = {}
+        for w in done:
+            by_loop.setdefault(w.loop, []).append(w)
+        for loop, works in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, works)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
