@@ -147,9 +147,10 @@ async def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for label, m in rows:
+        weft, stock = m["weft SqliteCheckpointer"], m["AsyncSqliteSaver"]
+        memory = m["InMemorySaver"]
         table.append(
-            f"| {label} | {m['weft SqliteCheckpointer']:.0f} | {m['AsyncSqliteSaver']:.0f} | "
-            f"{m['InMemorySaver']:.0f} | **{m['weft SqliteCheckpointer'] / m['AsyncSqliteSaver']:.2f}x** |"
+            f"| {label} | {weft:.0f} | {stock:.0f} | {memory:.0f} | **{weft / stock:.2f}x** |"
         )
     text = "\n".join(table)
     print()

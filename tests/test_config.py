@@ -410,20 +410,6 @@ def test_direct_construction_validates(tmp_path: Path) -> None:
         Settings(database_url="nonsense")
 
 
-def test_ensure_database_dir(tmp_path: Path) -> None:
-    path = write(tmp_path / "weft.yaml", "database_url: sqlite:///state/deep/w.db\n")
-    s = Settings.load(path, env={})
-    assert not (tmp_path / "state").exists()
-    assert s.ensure_database_dir() == tmp_path / "state" / "deep" / "w.db"
-    assert (tmp_path / "state" / "deep").is_dir()
-    assert s.ensure_database_dir() == tmp_path / "state" / "deep" / "w.db"  # idempotent
-    memory = Settings(database_url="sqlite:///:memory:")
-    assert memory.ensure_database_dir() is None
-
-
-# --- examples -----------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("name", ["weft.yaml", "langgraph.json"])
 def test_example_files_load(name: str) -> None:
     with warnings.catch_warnings():

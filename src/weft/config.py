@@ -247,24 +247,6 @@ class Settings(BaseModel):
             )
         return settings
 
-    def ensure_database_dir(self) -> Path | None:
-        """Create the folder of a SQLite database file; return the file's path.
-
-        Returns None for ``:memory:`` and PostgreSQL. Raises StorageError when the folder
-        cannot be created.
-        """
-        parsed = parse_url(self.database_url)
-        if parsed.path is None:
-            return None
-        folder = parsed.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StorageError(
-                f"cannot create the database folder {folder}: {e.strerror or e}"
-            ) from e
-        return parsed.path
-
 
 def default_database_url(base_dir: Path) -> str:
     """``sqlite:///<base_dir>/.weft/weft.db`` with ``base_dir`` made absolute."""

@@ -422,7 +422,9 @@ async def test_delete_for_runs_on_a_real_graph(db_url: str) -> None:
         await graph.ainvoke({"items": []}, run_config(thread, run1))
         await graph.ainvoke({"items": []}, run_config(thread, run2))
         before = [s async for s in graph.aget_state_history(run_config(thread))]
-        by_run = {r: [s for s in before if s.metadata.get("run_id") == r] for r in (run1, run2)}
+        by_run = {
+            r: [s for s in before if (s.metadata or {}).get("run_id") == r] for r in (run1, run2)
+        }
         assert by_run[run1]
         assert by_run[run2]
         assert len(by_run[run1]) + len(by_run[run2]) == len(before)
@@ -430,7 +432,7 @@ async def test_delete_for_runs_on_a_real_graph(db_url: str) -> None:
         await storage.checkpointer.adelete_for_runs([run1])
 
         after = [s async for s in graph.aget_state_history(run_config(thread))]
-        assert {s.metadata.get("run_id") for s in after} == {run2}
+        assert {(s.metadata or {}).get("run_id") for s in after} == {run2}
         assert [s.config for s in after] == [s.config for s in by_run[run2]]
         assert [s.values for s in after] == [s.values for s in by_run[run2]]
         latest = await graph.aget_state(run_config(thread))
@@ -456,6 +458,7 @@ async def test_delete_for_runs_on_a_real_graph(db_url: str) -> None:
                     (thread,),
                 )
                 row = await cur.fetchone()
-                assert row is not None and row["n"] == 0, table
+                assert row is not None
+                assert row["n"] == 0, table
         with pytest.raises(asyncio.InvalidStateError, match="adelete_for_runs"):
             storage.checkpointer.delete_for_runs([run2])

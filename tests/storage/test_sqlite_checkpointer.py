@@ -14,7 +14,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 
 from weft.storage import open_storage
 
@@ -51,9 +50,8 @@ async def test_conformance_every_capability(tmp_path: Path, where: str) -> None:
         result = report.results[capability.value]
         assert result.detected, f"{capability.value} not implemented"
         assert result.passed, result.failures
-        assert result.tests_passed > 0 and result.tests_failed == 0
-
-
+        assert result.tests_passed > 0
+        assert result.tests_failed == 0
 
 
 async def test_delete_for_runs_on_a_real_graph(tmp_path: Path) -> None:
@@ -110,7 +108,8 @@ async def test_sync_calls_from_another_thread_work_and_on_loop_refuse(tmp_path: 
         worker = threading.Thread(target=lambda: found.append(saver.get_tuple(config)))
         worker.start()
         await asyncio.to_thread(worker.join)
-        assert found and found[0] is not None
+        assert found
+        assert found[0] is not None
 
         with pytest.raises(asyncio.InvalidStateError, match="use the async methods"):
             saver.get_tuple(config)
@@ -121,7 +120,10 @@ async def test_concurrent_runs_share_commits_and_all_persist(tmp_path: Path) -> 
     async with open_storage(url) as storage:
         graph = chain(5).compile(checkpointer=storage.checkpointer)
         await asyncio.gather(
-            *(graph.ainvoke({"items": []}, {"configurable": {"thread_id": f"t{i}"}}) for i in range(40))
+            *(
+                graph.ainvoke({"items": []}, {"configurable": {"thread_id": f"t{i}"}})
+                for i in range(40)
+            )
         )
     async with open_storage(url) as storage:
         graph = chain(5).compile(checkpointer=storage.checkpointer)

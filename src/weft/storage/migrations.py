@@ -207,8 +207,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_records("JSONB", "TIMESTAMPTZ", "now()"),
             # The checkpoint tables come from langgraph-checkpoint-postgres's setup(),
             # which runs before weft's migrations; this index serves delete_for_runs.
-            "CREATE INDEX IF NOT EXISTS checkpoints_run_id "
-            "ON checkpoints ((metadata->>'run_id'))",
+            "CREATE INDEX IF NOT EXISTS checkpoints_run_id ON checkpoints ((metadata->>'run_id'))",
         ),
     ),
 )

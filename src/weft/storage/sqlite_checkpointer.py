@@ -116,7 +116,9 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
 
         def read(conn: sqlite3.Connection) -> list[tuple[Row, list[Row]]]:
             rows = conn.execute(sql, params).fetchall()
-            return [(row, conn.execute(_WRITES_OF, (row[0], row[1], row[2])).fetchall()) for row in rows]
+            return [
+                (row, conn.execute(_WRITES_OF, (row[0], row[1], row[2])).fetchall()) for row in rows
+            ]
 
         for row, writes in await self.engine.read(read):
             yield self._tuple(row, writes)
@@ -205,8 +207,10 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         ns = str(conf.get("checkpoint_ns", ""))
         checkpoint_id = str(conf["checkpoint_id"])
         # Special channels (errors, interrupts, ...) replace; ordinary writes keep the first.
-        verb = "INSERT OR REPLACE " if all(w[0] in WRITES_IDX_MAP for w in writes) else (
-            "INSERT OR IGNORE "
+        verb = (
+            "INSERT OR REPLACE "
+            if all(w[0] in WRITES_IDX_MAP for w in writes)
+            else ("INSERT OR IGNORE ")
         )
         rows = [
             (

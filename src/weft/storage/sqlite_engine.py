@@ -17,6 +17,7 @@ reads are jobs too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -116,19 +117,22 @@ class SqliteEngine:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the writer's transaction; return once it is committed (durable)."""
-        return await self._submit(fn, "group")
+        result: T = await self._submit(fn, "group")
+        return result
 
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection outside weft's transaction.
 
         For library code that issues its own BEGIN/COMMIT (the LangGraph SQLite store).
         """
-        return await self._submit(fn, "alone")
+        result: T = await self._submit(fn, "alone")
+        return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` against a consistent snapshot of committed data."""
         if self._reader is None:
-            return await self._submit(fn, "group")
+            result: T = await self._submit(fn, "group")
+            return result
         conn = self._reader
         conn.execute("BEGIN")
         try:
@@ -177,7 +181,7 @@ class SqliteEngine:
             group = []
             try:
                 w.result = w.fn(conn)
-            except BaseException as e:  # handed to the awaiting coroutine
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                 w.error = e
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -198,7 +202,7 @@ class SqliteEngine:
             conn.execute("SAVEPOINT job")
             try:
                 w.result = w.fn(conn)
-            except BaseException as e:  # handed to the awaiting coroutine
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                 w.error = e
                 conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
@@ -217,7 +221,6 @@ class SqliteEngine:
         for w in done:
             by_loop.setdefault(w.loop, []).append(w)
         for loop, works in by_loop.items():
-            try:
+            # A closed loop raises RuntimeError: nobody is waiting for these any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, works)
-            except RuntimeError:  # that loop is closed; nobody is waiting any more
-                pass

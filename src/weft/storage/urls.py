@@ -58,9 +58,7 @@ def parse_url(url: str) -> DatabaseUrl:
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise StorageError(
-            f"malformed database URL {mask_url(url)!r}: no scheme; use {SUPPORTED}"
-        )
+        raise StorageError(f"malformed database URL {mask_url(url)!r}: no scheme; use {SUPPORTED}")
     scheme = scheme.lower()
     if scheme == "sqlite":
         if not rest.startswith("/"):
