@@ -27,7 +27,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
 out = Console()
-err = Console(stderr=True)
 
 ENV_HELP = ", ".join(SUPPORTED_ENV_VARS)
 ConfigOption = Annotated[
@@ -52,7 +51,7 @@ DatabaseOption = Annotated[
 
 
 def _fail(e: WeftError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    typer.echo(f"error: {e}", err=True)
     raise typer.Exit(2 if isinstance(e, ConfigError) else 1)
 
 
@@ -66,7 +65,7 @@ def _settings(config: Path | None, database: str | None = None) -> Settings:
         except WeftError as e:
             _fail(e)
     for w in caught:
-        err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        typer.echo(f"warning: {w.message}", err=True)
     return settings
 
 

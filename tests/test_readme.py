@@ -1,0 +1,27 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_python_examples() -> None:
+    assert BLOCKS
+
+
+@pytest.mark.parametrize("code", BLOCKS)
+def test_readme_python_example_runs(code: str, tmp_path: Path) -> None:
+    for _ in range(2):  # twice: the second run continues the same durable thread
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'steps': ['hello', 'hello']}"
