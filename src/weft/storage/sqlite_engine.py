@@ -198,14 +198,24 @@ class SqliteEngine:
                 w.error = e
             self._hand_back(group)
             return
-        for w in group:
-            conn.execute("SAVEPOINT job")
+        if len(group) == 1:  # no neighbour to protect: the transaction is the job's own
+            w = group[0]
             try:
                 w.result = w.fn(conn)
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                 w.error = e
-                conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+                conn.execute("ROLLBACK")
+                self._hand_back(group)
+                return
+        else:
+            for w in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    w.result = w.fn(conn)
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                    w.error = e
+                    conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:

@@ -1,0 +1,67 @@
+"""The SQLite engine: group commit keeps each job atomic and reports only what committed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from weft.storage.sqlite_engine import SqliteEngine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[SqliteEngine]:
+    eng = SqliteEngine(tmp_path / "e.db")
+    eng.start()
+    await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+    yield eng
+    await eng.close()
+
+
+def _insert(k: int) -> Callable[[sqlite3.Connection], int]:
+    return lambda c: c.execute("INSERT INTO t VALUES (?, ?)", (k, str(k))).rowcount
+
+
+async def test_a_failing_job_in_a_group_leaves_its_neighbours_committed(
+    engine: SqliteEngine,
+) -> None:
+    def half_then_fail(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (100, 'half')")
+        c.execute("INSERT INTO t VALUES (1, 'duplicate of a neighbour')")
+
+    results = await asyncio.gather(
+        engine.write(_insert(1)),
+        engine.write(half_then_fail),
+        engine.write(_insert(2)),
+        return_exceptions=True,
+    )
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    rows = await engine.read(lambda c: c.execute("SELECT k FROM t ORDER BY k").fetchall())
+    assert rows == [(1,), (2,)]  # nothing of the failed job, not even its first insert
+
+
+async def test_a_lone_failing_job_is_rolled_back(engine: SqliteEngine) -> None:
+    def fail(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (7, 'x')")
+        raise ValueError("job failed")
+
+    with pytest.raises(ValueError, match="job failed"):
+        await engine.write(fail)
+    assert await engine.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 0
+
+
+async def test_many_concurrent_writers_all_land(engine: SqliteEngine) -> None:
+    await asyncio.gather(*(engine.write(_insert(k)) for k in range(500)))
+    assert await engine.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 500
+
+
+async def test_closed_engine_refuses_work(tmp_path: Path) -> None:
+    eng = SqliteEngine(tmp_path / "c.db")
+    eng.start()
+    await eng.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        await eng.write(lambda c: None)
