@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -32,13 +33,19 @@ async def test_a_failing_job_in_a_group_leaves_its_neighbours_committed(
         c.execute("INSERT INTO t VALUES (100, 'half')")
         c.execute("INSERT INTO t VALUES (1, 'duplicate of a neighbour')")
 
-    results = await asyncio.gather(
-        engine.write(_insert(1)),
-        engine.write(half_then_fail),
-        engine.write(_insert(2)),
-        return_exceptions=True,
-    )
-    assert results[0] == 1 and results[2] == 1
+    gate = threading.Event()
+    held = asyncio.ensure_future(engine.write_alone(lambda _c: gate.wait(10)))
+    jobs = [
+        asyncio.ensure_future(engine.write(_insert(1))),
+        asyncio.ensure_future(engine.write(half_then_fail)),
+        asyncio.ensure_future(engine.write(_insert(2))),
+    ]
+    await asyncio.sleep(0.05)  # all three are queued behind the gate: one batch, one commit
+    gate.set()
+    await held
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert results[0] == 1
+    assert results[2] == 1
     assert isinstance(results[1], sqlite3.IntegrityError)
     rows = await engine.read(lambda c: c.execute("SELECT k FROM t ORDER BY k").fetchall())
     assert rows == [(1,), (2,)]  # nothing of the failed job, not even its first insert
