@@ -391,11 +391,10 @@ async def _take_migration_lock(conn: AsyncConnection[DictRow], url: DatabaseUrl)
 
     ``pg_try_advisory_lock`` in a loop, not ``pg_advisory_lock``: a session blocked in the
     latter keeps a snapshot open, and the ``CREATE INDEX CONCURRENTLY`` that the lock
-    holder's ``setup()`` runs waits for every older snapshot, a deadlock Postgres breaks by
-    failing the waiter.
+    holder's ``setup()`` runs (on a pool connection) waits for every older snapshot. As the
+    lock is held on another connection than the one waiting, the cycle runs through the
+    client and Postgres cannot detect it: both processes would hang.
     """
-    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-    return
     deadline = time.monotonic() + MIGRATION_LOCK_TIMEOUT
     delay = 0.05
     while True:
