@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from weft.config import SUPPORTED_ENV_VARS, ConfigWarning, Settings
+from weft.config import ConfigWarning, Settings
 from weft.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -378,17 +378,6 @@ def test_file_and_env_errors_reported_together(tmp_path: Path) -> None:
         "environment variable WEFT_POSTGRES_POOL_SIZE: "
         "Input should be greater than or equal to 1 (got '0')",
     ]
-
-
-def test_supported_env_vars_table() -> None:
-    assert SUPPORTED_ENV_VARS == {
-        "WEFT_DATABASE_URL": "database_url",
-        "WEFT_HOST": "http.host",
-        "WEFT_PORT": "http.port",
-        "WEFT_MAX_BODY_BYTES": "http.max_body_bytes",
-        "WEFT_SQLITE_SYNCHRONOUS": "sqlite.synchronous",
-        "WEFT_POSTGRES_POOL_SIZE": "postgres.pool_size",
-    }
 
 
 # --- the model ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,22 +89,13 @@ def wait_for_no_backends(database: str, timeout: float = 5.0) -> int:
 
 
 @pytest.fixture
-def db_name() -> Iterator[str]:
-    name = f"weft_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def db_url(postgres_database: str) -> str:
+    return postgres_database
 
 
 @pytest.fixture
-def db_url(db_name: str) -> str:
-    return with_database(BASE_URL, db_name)
+def db_name(postgres_database: str) -> str:
+    return urlsplit(postgres_database).path.lstrip("/")
 
 
 # --- opening and migrating -------------------------------------------------------------------
