@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import aiosqlite
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
@@ -64,6 +64,12 @@ async def weft_saver(folder: Path) -> AsyncIterator[BaseCheckpointSaver[str]]:
 
 
 @asynccontextmanager
+async def weft_saver_normal(folder: Path) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    async with open_storage(f"sqlite:///{folder}/weft.db", sqlite_synchronous="normal") as storage:
+        yield storage.checkpointer
+
+
+@asynccontextmanager
 async def stock_saver(folder: Path) -> AsyncIterator[BaseCheckpointSaver[str]]:
     async with aiosqlite.connect(folder / "stock.db") as conn:
         await conn.execute("PRAGMA journal_mode=WAL")
@@ -80,6 +86,7 @@ async def memory_saver(_folder: Path) -> AsyncIterator[BaseCheckpointSaver[str]]
 
 SAVERS: dict[str, Factory] = {
     "weft SqliteCheckpointer": weft_saver,
+    "weft, synchronous=normal": weft_saver_normal,
     "AsyncSqliteSaver": stock_saver,
     "InMemorySaver": memory_saver,
 }
@@ -111,6 +118,22 @@ async def measure(factory: Factory, nodes: int, concurrency: int, runs: int) -> 
             return runs / (time.perf_counter() - start)
 
 
+async def op_latency(factory: Factory, n: int = 500) -> tuple[float, float]:
+    """Microseconds per sequential ``aput`` and per ``aget_tuple`` of the latest checkpoint."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with factory(Path(tmp)) as saver:
+            config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+            start = time.perf_counter()
+            for i in range(n):
+                config = await saver.aput(config, empty_checkpoint(), {"step": i}, {})
+            put = (time.perf_counter() - start) / n * 1e6
+            start = time.perf_counter()
+            for _ in range(n):
+                await saver.aget_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+            get = (time.perf_counter() - start) / n * 1e6
+            return put, get
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serial", type=int, default=300, help="runs in each serial case")
@@ -137,21 +160,32 @@ async def main() -> None:
         print(
             f"{label:30} weft {medians['weft SqliteCheckpointer']:8.0f} runs/s | "
             f"AsyncSqliteSaver {medians['AsyncSqliteSaver']:8.0f} | "
-            f"InMemorySaver {medians['InMemorySaver']:8.0f} | weft/stock {ratio:5.2f}x",
+            f"InMemorySaver {medians['InMemorySaver']:8.0f} | weft/stock {ratio:5.2f}x | "
+            f"weft normal {medians['weft, synchronous=normal']:8.0f}",
             flush=True,
         )
 
     table = [
         "| case | weft SqliteCheckpointer (runs/s) | AsyncSqliteSaver (runs/s) | "
-        "InMemorySaver (runs/s) | weft / AsyncSqliteSaver |",
-        "|---|---:|---:|---:|---:|",
+        "InMemorySaver (runs/s) | weft / AsyncSqliteSaver | InMemorySaver / AsyncSqliteSaver "
+        "(ceiling) | weft, synchronous=normal (runs/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, m in rows:
         weft, stock = m["weft SqliteCheckpointer"], m["AsyncSqliteSaver"]
-        memory = m["InMemorySaver"]
+        memory, normal = m["InMemorySaver"], m["weft, synchronous=normal"]
         table.append(
-            f"| {label} | {weft:.0f} | {stock:.0f} | {memory:.0f} | **{weft / stock:.2f}x** |"
+            f"| {label} | {weft:.0f} | {stock:.0f} | {memory:.0f} | **{weft / stock:.2f}x** | "
+            f"{memory / stock:.2f}x | {normal:.0f} |"
         )
+    latency = {name: await op_latency(factory) for name, factory in SAVERS.items()}
+    table += [
+        "",
+        "| operation (sequential, µs each) | " + " | ".join(SAVERS) + " |",
+        "|---|" + "---:|" * len(SAVERS),
+        "| aput | " + " | ".join(f"{latency[n][0]:.0f}" for n in SAVERS) + " |",
+        "| aget_tuple (latest) | " + " | ".join(f"{latency[n][1]:.0f}" for n in SAVERS) + " |",
+    ]
     text = "\n".join(table)
     print()
     print(text)
