@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, TypedDict
 
 import pytest
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.graph import END, START, StateGraph
@@ -130,3 +130,43 @@ async def test_concurrent_runs_share_commits_and_all_persist(tmp_path: Path) -> 
         for i in range(40):
             state = await graph.aget_state({"configurable": {"thread_id": f"t{i}"}})
             assert state.values["items"] == ["n0", "n1", "n2", "n3", "n4"]
+
+
+async def test_metadata_filters_match_as_in_memory_saver(tmp_path: Path) -> None:
+    async with open_storage(f"sqlite:///{tmp_path}/f.db") as storage:
+        saver = storage.checkpointer
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        meta = {
+            "source": "input",
+            "step": 1,
+            "a.b": "dotted",
+            "odd key": 1,
+            "nest": {"x": 1, "y": 2},
+        }
+        await saver.aput(config, empty_checkpoint(), meta, {})  # type: ignore[arg-type]
+
+        async def found(**flt: object) -> int:
+            return len([c async for c in saver.alist(None, filter=flt)])
+
+        assert await found(**{"a.b": "dotted"}) == 1  # a key, not a path
+        assert await found(**{"odd key": 1}) == 1
+        assert await found(nest={"y": 2, "x": 1}) == 1  # key order does not matter
+        assert await found(nest={"x": 1}) == 0
+        assert await found(step=1, source="input") == 1
+        before_without_id = {"configurable": {"thread_id": "t"}}
+        assert len([c async for c in saver.alist(config, before=before_without_id)]) == 1
+        with pytest.raises(ValueError, match="may not contain"):
+            await found(**{'bad"key': 1})
+
+
+async def test_nan_in_metadata_is_refused_clearly(tmp_path: Path) -> None:
+    async with open_storage(f"sqlite:///{tmp_path}/n.db") as storage:
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        with pytest.raises(ValueError, match="metadata cannot be stored as JSON"):
+            await storage.checkpointer.aput(
+                config,
+                empty_checkpoint(),
+                {"score": float("nan")},
+                {},  # type: ignore[typeddict-unknown-key]
+            )
+        assert [c async for c in storage.checkpointer.alist(None)] == []

@@ -72,3 +72,61 @@ async def test_closed_engine_refuses_work(tmp_path: Path) -> None:
     await eng.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         await eng.write(lambda c: None)
+
+
+async def test_a_group_whose_transaction_vanishes_fails_whole_and_the_writer_lives_on(
+    engine: SqliteEngine,
+) -> None:
+    # As when SQLite rolls a transaction back by itself (disk full, I/O error).
+    def vanish(c: sqlite3.Connection) -> None:
+        c.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    gate = threading.Event()
+    held = asyncio.ensure_future(engine.write_alone(lambda _c: gate.wait(10)))
+    jobs = [
+        asyncio.ensure_future(engine.write(_insert(1))),
+        asyncio.ensure_future(engine.write(vanish)),
+        asyncio.ensure_future(engine.write(_insert(2))),
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await held
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert all(isinstance(r, sqlite3.Error) for r in results), results
+    assert await engine.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 0
+    assert await engine.write(_insert(3)) == 1  # the writer still works
+
+
+async def test_write_alone_must_not_leave_a_transaction_open(engine: SqliteEngine) -> None:
+    def leaves_open(c: sqlite3.Connection) -> str:
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t VALUES (9, 'x')")
+        return "ok"
+
+    with pytest.raises(sqlite3.ProgrammingError, match="transaction still open"):
+        await engine.write_alone(leaves_open)
+    assert await engine.write(_insert(1)) == 1
+    rows = await engine.read(lambda c: c.execute("SELECT k FROM t").fetchall())
+    assert rows == [(1,)]
+
+
+async def test_reads_from_two_threads_at_once(engine: SqliteEngine) -> None:
+    await asyncio.gather(*(engine.write(_insert(k)) for k in range(50)))
+
+    async def count() -> int:
+        def read(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+        return await engine.read(read)
+
+    def many_reads_on_own_loop() -> list[int]:
+        async def reads() -> list[int]:
+            return [await count() for _ in range(300)]
+
+        return asyncio.run(reads())
+
+    results = await asyncio.gather(
+        asyncio.to_thread(many_reads_on_own_loop), asyncio.to_thread(many_reads_on_own_loop)
+    )
+    assert {n for r in results for n in r} == {50}

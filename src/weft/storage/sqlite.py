@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+
+from langgraph.store.sqlite.base import MIGRATIONS as STORE_MIGRATIONS
 
 from weft.errors import StorageError
 from weft.storage.base import Storage
@@ -33,15 +36,14 @@ class SqliteStorage(Storage):
             raise StorageError(
                 f"sqlite synchronous must be 'full' or 'normal', not {synchronous!r}"
             )
-        if url.path is not None:
-            _prepare_directory(url)
-        engine = SqliteEngine(url.path, synchronous=synchronous)
+        path = _prepare_file(url) if url.path is not None else None
+        engine = SqliteEngine(path, synchronous=synchronous)
         try:
             try:
                 engine.start()
                 await engine.write_alone(lambda conn: _migrate(conn, url))
                 store = await SqliteStore.open(engine)
-            except sqlite3.DatabaseError as e:
+            except (sqlite3.DatabaseError, ValueError) as e:
                 raise _open_error(url, e) from e
             yield cls(url, engine, store)
         finally:
@@ -67,23 +69,27 @@ class SqliteStorage(Storage):
         return await self.engine.read(read)
 
 
-def _prepare_directory(url: DatabaseUrl) -> None:
+def _prepare_file(url: DatabaseUrl) -> Path:
+    """The database file's path (``~`` expanded), its folder created."""
     assert url.path is not None
-    parent = url.path.expanduser().parent
+    path = url.path.expanduser()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise StorageError(
-            f"cannot create the folder {parent} for database {url.masked}: "
-            f"{e.strerror or e}; choose a writable path (WEFT_DATABASE_URL or database_url)"
+            f"cannot create the folder {path.parent} for database {url.masked}: "
+            f"{reason}; choose a writable path (WEFT_DATABASE_URL or database_url)"
         ) from e
-    if url.path.is_dir():
+    if is_dir:
         raise StorageError(
             f"database {url.masked} is a folder, not a file; give the path of a file inside it"
         )
+    return path
 
 
-def _open_error(url: DatabaseUrl, e: sqlite3.DatabaseError) -> StorageError:
+def _open_error(url: DatabaseUrl, e: sqlite3.DatabaseError | ValueError) -> StorageError:
     text = str(e)
     if "file is not a database" in text:
         hint = "the file exists but is not a SQLite database; point the URL at another file"
@@ -100,7 +106,10 @@ def _current_version(conn: sqlite3.Connection) -> int:
 
 
 def _migrate(conn: sqlite3.Connection, url: DatabaseUrl) -> None:
-    """Apply pending migrations in one IMMEDIATE transaction (other processes wait)."""
+    """Apply weft's and the store's pending migrations in one IMMEDIATE transaction.
+
+    Another process opening the same file waits for it, then finds nothing left to do.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(SCHEMA_TABLE_SQLITE)
@@ -111,7 +120,40 @@ def _migrate(conn: sqlite3.Connection, url: DatabaseUrl) -> None:
                 "INSERT INTO weft_schema (version, description) VALUES (?, ?)",
                 (migration.version, migration.description),
             )
+        _migrate_store(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _migrate_store(conn: sqlite3.Connection) -> None:
+    """LangGraph's store migrations, run here rather than by its own ``setup()``.
+
+    Its ``setup()`` commits statement by statement outside any lock, so two processes
+    opening a new file at once could both apply the same ``ALTER TABLE``. Same SQL, same
+    ``store_migrations`` bookkeeping, inside weft's locked transaction.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS store_migrations (v INTEGER PRIMARY KEY)")
+    row = conn.execute("SELECT MAX(v) FROM store_migrations").fetchone()
+    done = -1 if row[0] is None else int(row[0])
+    for version, script in enumerate(STORE_MIGRATIONS):
+        if version <= done:
+            continue
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO store_migrations (v) VALUES (?)", (version,))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (executescript would commit)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():  # a trailing comment; harmless to execute
+        statements.append(current.strip())
+    return statements

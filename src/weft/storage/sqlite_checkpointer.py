@@ -34,7 +34,7 @@ from weft.storage.sqlite_engine import SqliteEngine
 
 T = TypeVar("T")
 
-_FILTER_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+_FILTER_KEY = re.compile(r'^[^"\\]+$')
 
 _CHECKPOINT_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata"
@@ -178,7 +178,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
             str(run_id) if run_id is not None else None,
             type_,
             blob,
-            json.dumps(meta, ensure_ascii=False, default=str),
+            _metadata_json(meta),
         )
 
         def write(conn: sqlite3.Connection) -> None:
@@ -394,6 +394,15 @@ def keep_latest_checkpoints(conn: sqlite3.Connection, thread_ids: Sequence[str])
     )
 
 
+def _metadata_json(value: Any) -> str:
+    """Canonical JSON: sorted keys (so filters on nested objects ignore key order), and no
+    NaN/Infinity, which SQLite's JSON functions (and Postgres) cannot read back."""
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False, default=str)
+    except ValueError as e:
+        raise ValueError(f"checkpoint metadata cannot be stored as JSON: {e}") from e
+
+
 def _where(
     config: RunnableConfig | None,
     filter: dict[str, Any] | None,
@@ -415,9 +424,9 @@ def _where(
     for key, value in (filter or {}).items():
         if not _FILTER_KEY.match(key):
             raise ValueError(
-                f"invalid metadata filter key {key!r}: use letters, digits, '_', '.' and '-'"
+                f"invalid metadata filter key {key!r}: a key may not contain '\"' or '\\'"
             )
-        path = f"$.{key}"
+        path = f'$."{key}"'  # the top-level key itself, dots and all, as InMemorySaver does
         if value is None:
             clauses.append("json_extract(metadata, ?) IS NULL")
             params.append(path)
@@ -425,15 +434,16 @@ def _where(
             clauses.append("json_extract(metadata, ?) = ?")
             params.extend((path, 1 if value else 0))
         elif isinstance(value, (dict, list)):
+            # Metadata is stored with sorted keys, so equal objects have equal text.
             clauses.append("json(json_extract(metadata, ?)) = json(?)")
-            params.extend((path, json.dumps(value, separators=(",", ":"))))
+            params.extend((path, _metadata_json(value)))
         elif isinstance(value, (str, int, float)):
             clauses.append("json_extract(metadata, ?) = ?")
             params.extend((path, value))
         else:
             clauses.append("json_extract(metadata, ?) = ?")
             params.extend((path, str(value)))
-    if before is not None:
+    if before is not None and (before_id := get_checkpoint_id(before)):
         clauses.append("checkpoint_id < ?")
-        params.append(get_checkpoint_id(before))
+        params.append(before_id)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -73,7 +73,11 @@ def connect(target: str, *, uri: bool = False, readonly: bool = False) -> sqlite
 
 
 class SqliteEngine:
-    """Owns the connections to one SQLite database. Use :meth:`start` and :meth:`close`."""
+    """Owns the connections to one SQLite database. Use :meth:`start` and :meth:`close`.
+
+    A write whose awaiting coroutine is cancelled still commits when the writer reaches it:
+    cancelling the wait does not take the job back.
+    """
 
     def __init__(self, path: Path | None, *, synchronous: str = "full") -> None:
         self.path = path
@@ -81,25 +85,29 @@ class SqliteEngine:
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._closed = False
+        self._dead: BaseException | None = None
 
     @property
     def in_memory(self) -> bool:
         return self.path is None
 
     def start(self) -> None:
-        """Open the connections (raising sqlite3 errors to the caller) and start the writer."""
-        if self.path is None:
-            self._writer = connect(":memory:")
-        else:
-            self._writer = connect(str(self.path))
-            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
-        self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
-        if self.path is not None:
-            self._reader = connect(str(self.path), readonly=True)
+        """Open the writer connection (raising sqlite3 errors to the caller), start its thread."""
+        conn = connect(":memory:" if self.path is None else str(self.path))
+        try:
+            if self.path is not None:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = conn
         self._thread = threading.Thread(target=self._run, name="weft-sqlite-writer", daemon=True)
         self._thread.start()
 
@@ -110,8 +118,10 @@ class SqliteEngine:
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
-        if self._reader is not None:
-            self._reader.close()
+        with self._readers_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
 
     # -- the API -----------------------------------------------------------------------
 
@@ -123,24 +133,45 @@ class SqliteEngine:
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection outside weft's transaction.
 
-        For library code that issues its own BEGIN/COMMIT (the LangGraph SQLite store).
+        For code that issues its own BEGIN/COMMIT (migrations, the LangGraph SQLite store).
+        A job that returns with its transaction still open is rolled back and fails.
         """
         result: T = await self._submit(fn, "alone")
         return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` against a consistent snapshot of committed data."""
-        if self._reader is None:
+        """Run ``fn`` against a consistent snapshot of committed data.
+
+        A file database is read inline, on the calling thread, through that thread's own
+        read-only connection; an in-memory one through the writer.
+        """
+        if self.path is None:
             result: T = await self._submit(fn, "group")
             return result
-        conn = self._reader
+        conn = self._reader()
         conn.execute("BEGIN")
         try:
             return fn(conn)
         finally:
             conn.execute("COMMIT")
 
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the SQLite storage is closed")
+            assert self.path is not None
+            conn = connect(str(self.path), readonly=True)
+            self._readers.conn = conn
+            with self._readers_lock:
+                self._reader_conns.append(conn)
+        return conn
+
     def _submit(self, fn: Job, mode: Literal["group", "alone"]) -> asyncio.Future[Any]:
+        if self._dead is not None:
+            raise sqlite3.OperationalError(
+                f"the SQLite writer stopped after an unexpected error: {self._dead}"
+            )
         if self._closed or self._thread is None:
             raise sqlite3.ProgrammingError("the SQLite storage is closed")
         loop = asyncio.get_running_loop()
@@ -154,22 +185,33 @@ class SqliteEngine:
         assert self._writer is not None
         conn = self._writer
         stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
+        try:
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
                 try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._run_batch(conn, batch)
-        conn.close()
+                    self._run_batch(conn, batch)
+                except BaseException as e:  # noqa: BLE001 - the thread must not die silently
+                    _reset(conn)
+                    for w in batch:
+                        w.error = w.error or e
+                    self._hand_back(batch)  # futures already resolved are left alone
+        except BaseException as e:
+            self._dead = e
+            raise
+        finally:
+            conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Work]) -> None:
         group: list[_Work] = []
@@ -181,49 +223,48 @@ class SqliteEngine:
             group = []
             try:
                 w.result = w.fn(conn)
+                if conn.in_transaction:
+                    _reset(conn)
+                    raise sqlite3.ProgrammingError(
+                        "a job returned with its transaction still open; it was rolled back"
+                    )
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
                 w.error = e
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _reset(conn)
             self._hand_back([w])
         self._commit_group(conn, group)
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
+        """Run ``group`` in one transaction: each job atomic, one COMMIT for all."""
         if not group:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            for w in group:
-                w.error = e
-            self._hand_back(group)
-            return
-        if len(group) == 1:  # no neighbour to protect: the transaction is the job's own
-            w = group[0]
-            try:
-                w.result = w.fn(conn)
-            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-                w.error = e
-                conn.execute("ROLLBACK")
-                self._hand_back(group)
-                return
-        else:
-            for w in group:
-                conn.execute("SAVEPOINT job")
+            if len(group) == 1:  # no neighbour to protect: the transaction is the job's own
                 try:
-                    w.result = w.fn(conn)
+                    group[0].result = group[0].fn(conn)
                 except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-                    w.error = e
-                    conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-        try:
+                    group[0].error = e
+                    _reset(conn)
+                    return
+            else:
+                for w in group:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        w.result = w.fn(conn)
+                    except BaseException as e:
+                        w.error = e
+                        if not conn.in_transaction:  # SQLite rolled back everything itself
+                            raise
+                        conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except BaseException as e:  # noqa: BLE001 - nothing of the group was committed
+            _reset(conn)
             for w in group:
-                w.error = e
-        self._hand_back(group)
+                w.error = w.error or e
+        finally:
+            self._hand_back(group)
 
     @staticmethod
     def _hand_back(done: list[_Work]) -> None:
@@ -234,3 +275,10 @@ class SqliteEngine:
             # A closed loop raises RuntimeError: nobody is waiting for these any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, works)
+
+
+def _reset(conn: sqlite3.Connection) -> None:
+    """Roll back whatever is open, tolerating SQLite having done it already."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

@@ -29,11 +29,14 @@ class SqliteStore(BaseStore):
 
     @classmethod
     async def open(cls, engine: SqliteEngine) -> SqliteStore:
-        """Bind LangGraph's store to the writer connection and migrate its tables."""
+        """Bind LangGraph's store to the writer connection.
+
+        Its tables were migrated with weft's (``sqlite._migrate_store``), under one lock.
+        """
 
         def bind(conn: sqlite3.Connection) -> LangGraphSqliteStore:
             inner = LangGraphSqliteStore(conn)
-            inner.setup()
+            inner.is_setup = True
             return inner
 
         return cls(engine, await engine.write_alone(bind))
