@@ -24,6 +24,7 @@ the key path and the line, or the environment variable; all problems are reporte
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -47,6 +47,7 @@ from pydantic_core import ErrorDetails
 
 from weft.errors import ConfigError, StorageError
 from weft.storage.urls import parse_url
+from weft.yamldoc import KeyPath, YamlDocument, YamlSyntaxError, line_of, parse_yaml
 
 CONFIG_FILE_NAMES = ("weft.yaml", "weft.yml", "langgraph.json")
 """Files :meth:`Settings.load` looks for in the current directory, first match wins."""
@@ -90,7 +91,7 @@ _LANGGRAPH_KEYS = ("graphs", "env", "dependencies", "weft")
 _ENV_TEST_PREFIX = "WEFT_TEST_"
 _MIB = 1024 * 1024
 
-Key = tuple[str | int, ...]
+Key = KeyPath
 
 
 class ConfigWarning(UserWarning):
@@ -310,21 +311,12 @@ def _read_document(path: Path) -> _Document:
 
 
 def _read_weft_yaml(text: str, doc: _Document) -> None:
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        raw = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = e.problem or e.context or "cannot parse"
-        raise ConfigError(f"{doc.label}: invalid YAML{where}: {problem}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{doc.label}: invalid YAML: {e}") from e
-    finally:
-        loader.dispose()
-    if node is not None:
-        _map_lines(node, doc)
+        parsed = parse_yaml(text)
+    except YamlSyntaxError as e:
+        raise ConfigError(f"{doc.label}: {e.message}") from e
+    _take_lines(parsed, doc)
+    raw = parsed.data
     if raw is None:
         return
     if not isinstance(raw, Mapping):
@@ -341,12 +333,8 @@ def _read_langgraph_json(text: str, doc: _Document) -> None:
         raise ConfigError(
             f"{doc.label}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
         ) from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, RecursionError):
-        node = None  # no line numbers, then
-    if node is not None:
-        _map_lines(node, doc)
+    with contextlib.suppress(YamlSyntaxError):  # no line numbers, then
+        _take_lines(parse_yaml(text), doc)
     if not isinstance(raw, dict):
         raise ConfigError(f"{doc.label}: the top level must be a JSON object, not {_kind(raw)}")
     ignored: list[str] = []
@@ -408,35 +396,10 @@ def _unknown_key(
     return _Problem(f"unknown key{hint} (allowed: {', '.join(allowed)})", key=key)
 
 
-def _map_lines(root: yaml.Node, doc: _Document) -> None:
-    """Record the line of every key path and report duplicate keys."""
-    stack: set[int] = set()
-
-    def walk(node: yaml.Node, path: Key) -> None:
-        if id(node) in stack:
-            return  # a recursive alias
-        stack.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                name = str(key_node.value)
-                line = key_node.start_mark.line + 1
-                if name in seen and name != "<<":
-                    doc.problems.append(
-                        _Problem(f"duplicate key (first set on line {seen[name]})", (*path, name))
-                    )
-                seen.setdefault(name, line)
-                doc.lines[(*path, name)] = line
-                walk(value_node, (*path, name))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                doc.lines.setdefault((*path, index), item.start_mark.line + 1)
-                walk(item, (*path, index))
-        stack.discard(id(node))
-
-    walk(root, ())
+def _take_lines(parsed: YamlDocument, doc: _Document) -> None:
+    """Keep the line of every key path and report duplicate keys."""
+    doc.lines.update(parsed.lines)
+    doc.problems.extend(_Problem(d.message, d.path) for d in parsed.duplicates)
 
 
 # --- environment ---------------------------------------------------------------------------
@@ -507,19 +470,11 @@ def _render(problems: list[_Problem], doc: _Document) -> str:
         if p.key is None:
             rendered.append((0, 0, f"{doc.label}: {p.message}"))
             continue
-        line = _line_of(p.key, doc.lines)
+        line = line_of(p.key, doc.lines)
         where = _key_text(p.key) + (f" (line {line})" if line else "")
         rendered.append((0, line or 0, f"{doc.label}: {where}: {p.message}"))
     rendered.sort(key=lambda r: (r[0], r[1]))
     return "\n".join(text for _, _, text in rendered)
-
-
-def _line_of(key: Key, lines: Mapping[Key, int]) -> int | None:
-    for end in range(len(key), 0, -1):
-        line = lines.get(key[:end])
-        if line is not None:
-            return line
-    return None
 
 
 def _key_text(key: Key) -> str:
