@@ -26,8 +26,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from weft.errors import StorageError
-from weft.storage.base import Storage
 from weft.storage.migrations import SCHEMA_TABLE_POSTGRES, pending
+from weft.storage.postgres_assistants import PostgresAssistantStorage
 from weft.storage.urls import DatabaseUrl, Dialect
 
 __all__ = ["MIGRATION_LOCK_KEY", "PostgresCheckpointer", "PostgresStorage"]
@@ -218,7 +218,7 @@ class PostgresCheckpointer(AsyncPostgresSaver):
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresAssistantStorage):
     """weft's storage on PostgreSQL. Obtain one with :func:`weft.storage.open_storage`."""
 
     dialect: Dialect = "postgres"

@@ -10,15 +10,15 @@ from pathlib import Path
 from langgraph.store.sqlite.base import MIGRATIONS as STORE_MIGRATIONS
 
 from weft.errors import StorageError
-from weft.storage.base import Storage
 from weft.storage.migrations import SCHEMA_TABLE_SQLITE, pending
+from weft.storage.sqlite_assistants import SqliteAssistantStorage
 from weft.storage.sqlite_checkpointer import SqliteCheckpointer
 from weft.storage.sqlite_engine import SqliteEngine
 from weft.storage.sqlite_store import SqliteStore
 from weft.storage.urls import DatabaseUrl
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteAssistantStorage):
     dialect = "sqlite"
 
     def __init__(self, url: DatabaseUrl, engine: SqliteEngine, store: SqliteStore) -> None:
