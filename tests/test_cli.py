@@ -77,3 +77,20 @@ def test_console_script_is_installed(project: Path) -> None:
     assert done.returncode == 0
     for command in ("serve", "db", "config"):
         assert command in done.stdout
+
+
+def test_database_option_keeps_the_other_environment_settings(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEFT_POSTGRES_POOL_SIZE", "50")
+    monkeypatch.setenv("WEFT_DATABASE_URL", "not a url")  # overridden by --database
+    result = runner.invoke(app, ["config", "show", "--database", "sqlite:///other.db"])
+    assert result.exit_code == 0, result.output
+    assert "50" in result.output
+    assert f"sqlite:///{project}/other.db" in result.output
+
+
+def test_bad_database_option_is_named_as_the_option(project: Path) -> None:
+    result = runner.invoke(app, ["db", "status", "--database", "mysql://x/y"])
+    assert result.exit_code == 2
+    assert "error: --database: unsupported database URL scheme 'mysql'" in result.output

@@ -399,16 +399,17 @@ def test_direct_construction_validates(tmp_path: Path) -> None:
         Settings(database_url="nonsense")
 
 
-@pytest.mark.parametrize("name", ["weft.yaml", "langgraph.json"])
+@pytest.mark.parametrize("name", ["weft.yaml", "python/langgraph.json"])
 def test_example_files_load(name: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = Settings.load(EXAMPLES / name, env={})
     assert s.config_path == EXAMPLES / name
-    assert s.graphs == {}
     if name == "weft.yaml":
         assert s.database_url == f"sqlite:///{EXAMPLES}/.weft/weft.db"
         assert (s.http.host, s.http.port) == ("127.0.0.1", 2024)
+        assert set(s.graphs) == {"react", "plan_execute", "human_review", "echo"}
     else:
         assert s.dependencies == ["."]
         assert s.env == {}
+        assert s.graphs == {"echo": "./agent.py:graph", "echo_factory": "./agent.py:make_graph"}

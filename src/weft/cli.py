@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import uuid
 import warnings
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,7 +17,8 @@ from rich.table import Table
 from weft import __version__
 from weft.config import SUPPORTED_ENV_VARS, ConfigWarning, Settings
 from weft.errors import ConfigError, WeftError
-from weft.storage import mask_url, open_storage
+from weft.jsonable import to_jsonable
+from weft.storage import mask_url, open_storage, parse_url
 
 app = typer.Typer(
     help="weft: a durable, self-hosted runtime for LangGraph agents.",
@@ -23,8 +27,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Inspect and migrate the database.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+graph_app = typer.Typer(help="Look at one registered graph.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(graph_app, name="graph")
 
 out = Console()
 
@@ -56,12 +62,17 @@ def _fail(e: WeftError) -> NoReturn:
 
 
 def _settings(config: Path | None, database: str | None = None) -> Settings:
+    env: dict[str, str] = dict(os.environ)
+    if database is not None:
+        try:
+            parse_url(database)
+        except WeftError as e:
+            _fail(ConfigError(f"--database: {e}"))
+        env["WEFT_DATABASE_URL"] = database  # the option wins over the environment
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConfigWarning)
         try:
-            settings = Settings.load(config)
-            if database is not None:
-                settings = Settings.load(config, env={"WEFT_DATABASE_URL": database})
+            settings = Settings.load(config, env=env)
         except WeftError as e:
             _fail(e)
     for w in caught:
@@ -153,19 +164,174 @@ def db_migrate(config: ConfigOption = None, database: DatabaseOption = None) -> 
 def config_show(config: ConfigOption = None, database: DatabaseOption = None) -> None:
     """Print the settings weft would use, after environment overrides."""
     settings = _settings(config, database)
-    table = Table(show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    table.add_row("config file", str(settings.config_path or "(none: defaults)"))
-    table.add_row("database_url", mask_url(settings.database_url))
-    table.add_row("http", f"{settings.http.host}:{settings.http.port}")
-    table.add_row("http.max_body_bytes", str(settings.http.max_body_bytes))
-    table.add_row("sqlite.synchronous", settings.sqlite.synchronous)
-    table.add_row("postgres.pool_size", str(settings.postgres.pool_size))
-    table.add_row("graphs", ", ".join(settings.graphs) or "(none)")
+    rows = [
+        ("config file", str(settings.config_path or "(none: defaults)")),
+        ("database_url", mask_url(settings.database_url)),
+        ("http", f"{settings.http.host}:{settings.http.port}"),
+        ("http.max_body_bytes", str(settings.http.max_body_bytes)),
+        ("sqlite.synchronous", settings.sqlite.synchronous),
+        ("postgres.pool_size", str(settings.postgres.pool_size)),
+        ("graphs", ", ".join(settings.graphs) or "(none)"),
+    ]
     if settings.ignored_keys:
-        table.add_row("ignored langgraph.json keys", ", ".join(settings.ignored_keys))
+        rows.append(("ignored langgraph.json keys", ", ".join(settings.ignored_keys)))
+    for key, value in rows:
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="YAML workflow files to check.")],
+    config: ConfigOption = None,
+) -> None:
+    """Check YAML workflows without running them.
+
+    Prints every problem as FILE:LINE: PATH: MESSAGE. Exits 0 when every file is valid,
+    2 otherwise. Subgraph references are checked against the configured graphs when a
+    configuration file is found.
+    """
+    from weft.workflows import validate_workflow_file
+
+    known: list[str] | None = None
+    if config is not None or any(
+        Path(n).is_file() for n in ("weft.yaml", "weft.yml", "langgraph.json")
+    ):
+        known = list(_settings(config).graphs)
+    failed = False
+    for path in files:
+        problems = validate_workflow_file(path, known_graphs=known)
+        if problems:
+            failed = True
+            for problem in problems:
+                typer.echo(problem, err=True)
+        else:
+            out.print(f"{path}: valid", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _registry(config: Path | None) -> Any:
+    from weft.graphs import GraphRegistry
+
+    settings = _settings(config)
+    try:
+        return GraphRegistry.load(settings)
+    except WeftError as e:
+        _fail(e)
+
+
+@app.command()
+def graphs(config: ConfigOption = None) -> None:
+    """List the registered graphs with their system assistant ids."""
+    from weft.assistants import system_assistant_id
+
+    registry = _registry(config)
+    table = Table(title="graphs")
+    for column in ("graph_id", "kind", "source", "assistant_id", "description"):
+        table.add_column(column, overflow="fold")
+    for graph_id in registry.ids():
+        entry = registry.entry(graph_id)
+        table.add_row(
+            graph_id,
+            entry.kind,
+            entry.source,
+            str(system_assistant_id(graph_id)),
+            entry.description or "",
+        )
     out.print(table)
+
+
+@graph_app.command("show")
+def graph_show(
+    graph_id: Annotated[str, typer.Argument(help="A graph id from `weft graphs`.")],
+    config: ConfigOption = None,
+    ascii_art: Annotated[
+        bool, typer.Option("--ascii", help="Draw with characters instead of Mermaid text.")
+    ] = False,
+    xray: Annotated[int, typer.Option(help="Subgraph depth to expand (0: none).")] = 0,
+) -> None:
+    """Print a graph's nodes and edges as Mermaid text (or ASCII art)."""
+    registry = _registry(config)
+
+    async def draw() -> str:
+        graph = await registry.graph(graph_id)
+        drawable = graph.get_graph(xray=xray)
+        return str(drawable.draw_ascii() if ascii_art else drawable.draw_mermaid())
+
+    try:
+        typer.echo(asyncio.run(draw()))
+    except WeftError as e:
+        _fail(e)
+
+
+@app.command()
+def invoke(
+    graph_id: Annotated[str, typer.Argument(help="A graph id from `weft graphs`.")],
+    input_json: Annotated[
+        str, typer.Option("--input", "-i", help="The run's input, as JSON.")
+    ] = "{}",
+    thread_id: Annotated[
+        str | None,
+        typer.Option(help="Continue this thread (default: a new one, printed on stderr)."),
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="Print the stream as JSON lines: values, updates, messages, custom, debug, "
+            "tasks or checkpoints. Default: print the final state."
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Resume an interrupted thread with this JSON value (needs --thread-id)."),
+    ] = None,
+    config: ConfigOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Run a graph in this process against the configured database.
+
+    The state is kept: a second call with the same --thread-id continues the thread. A run
+    that stops at a human interrupt prints {"__interrupt__": [...]}; continue it with
+    --thread-id ID --resume JSON.
+    """
+    from weft.runtime import Runtime
+
+    graph_input = _json_option("--input", input_json)
+    resume_value = _json_option("--resume", resume) if resume is not None else None
+    if resume is not None and thread_id is None:
+        _fail(ConfigError("--resume needs --thread-id: the thread to resume"))
+    settings = _settings(config, database)
+    tid = thread_id or str(uuid.uuid4())
+    if thread_id is None:
+        typer.echo(f"thread_id: {tid}", err=True)
+
+    async def run() -> None:
+        async with Runtime.open(settings) as rt:
+            events = rt.invoke(
+                graph_id, graph_input, thread_id=tid, resume=resume_value, stream_mode=stream
+            )
+            async for event, data in events:
+                if event == "__interrupt__":
+                    typer.echo(json.dumps({"__interrupt__": to_jsonable(data)}))
+                elif stream is None:
+                    typer.echo(json.dumps(to_jsonable(data), indent=2))
+                else:
+                    typer.echo(json.dumps(to_jsonable(data)))
+
+    try:
+        asyncio.run(run())
+    except TimeoutError:
+        typer.echo(f"error: the run of {graph_id} passed its timeout", err=True)
+        raise typer.Exit(1) from None
+    except WeftError as e:
+        _fail(e)
+
+
+def _json_option(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        _fail(ConfigError(f"{name} is not valid JSON: {e.msg} at column {e.colno}"))
 
 
 def main() -> None:

@@ -1,0 +1,86 @@
+"""Builds everything weft runs on from settings: ``async with Runtime.open(settings) as rt``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command, StreamMode
+
+from weft.assistants import Assistants
+from weft.config import Settings
+from weft.errors import BadRequestError
+from weft.graphs import GraphRegistry
+from weft.storage import Storage, open_storage
+
+STREAM_MODES = ("values", "updates", "messages", "custom", "debug", "tasks", "checkpoints")
+
+
+@dataclass
+class Runtime:
+    """The graphs, the storage and the assistants of one weft process."""
+
+    settings: Settings
+    storage: Storage
+    graphs: GraphRegistry
+    assistants: Assistants
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Runtime]:
+        """Load the graphs, open (and migrate) the database, register system assistants."""
+        graphs = GraphRegistry.load(settings)
+        async with open_storage(
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite.synchronous,
+            postgres_pool_size=settings.postgres.pool_size,
+        ) as storage:
+            assistants = Assistants(storage, graphs)
+            await assistants.ensure_system_assistants()
+            yield cls(settings=settings, storage=storage, graphs=graphs, assistants=assistants)
+
+    async def invoke(
+        self,
+        graph_id: str,
+        graph_input: Any,
+        *,
+        thread_id: str,
+        resume: Any = None,
+        stream_mode: str | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Run ``graph_id`` on ``thread_id`` in this process, yielding ``(event, data)``.
+
+        Without ``stream_mode`` it yields one ``("values", final_state)``. A run that stops
+        at an interrupt ends with ``("__interrupt__", [...])``; continue it with ``resume``.
+        The workflow's ``timeout`` (seconds) bounds the whole run.
+        """
+        if stream_mode is not None and stream_mode not in STREAM_MODES:
+            raise BadRequestError(
+                f"unknown stream mode {stream_mode!r}; use one of {', '.join(STREAM_MODES)}"
+            )
+        entry = self.graphs.entry(graph_id)
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id, "graph_id": graph_id},
+            "metadata": {"graph_id": graph_id},
+        }
+        graph = await self.graphs.graph(
+            graph_id, config, checkpointer=self.storage.checkpointer, store=self.storage.store
+        )
+        payload: Any = Command(resume=resume) if resume is not None else graph_input
+        async with asyncio.timeout(entry.timeout):
+            if stream_mode is None:
+                async for _ in graph.astream(payload, config, stream_mode="values"):
+                    pass
+            else:
+                mode = cast(StreamMode, stream_mode)
+                async for chunk in graph.astream(payload, config, stream_mode=mode):
+                    yield stream_mode, chunk
+            state = await graph.aget_state(config)
+        if stream_mode is None:
+            yield "values", state.values
+        if state.interrupts:
+            yield "__interrupt__", list(state.interrupts)
