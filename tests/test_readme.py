@@ -25,3 +25,19 @@ def test_readme_python_example_runs(code: str, tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{'steps': ['hello', 'hello']}"
+
+
+WORKFLOWS = [
+    b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S) if "nodes:" in b
+]
+STEPS = README.parent / "examples" / "workflows" / "steps.py"
+
+
+@pytest.mark.parametrize("text", WORKFLOWS)
+def test_readme_workflow_example_validates(text: str, tmp_path: Path) -> None:
+    from weft.workflows import validate_workflow_file
+
+    (tmp_path / "steps.py").write_text(STEPS.read_text())
+    path = tmp_path / "example.yaml"
+    path.write_text(text)
+    assert validate_workflow_file(path) == []

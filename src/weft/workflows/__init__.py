@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from weft.workflows.compiler import compile_workflow, state_schema
 from weft.workflows.expressions import Expression, Template
-from weft.workflows.spec import (
-    WorkflowError,
-    WorkflowSpec,
-    load_workflow,
-    validate_workflow_file,
-)
+from weft.workflows.loading import WorkflowError, load_workflow, validate_workflow_file
+from weft.workflows.spec import WorkflowSpec
 
 __all__ = [
     "Expression",

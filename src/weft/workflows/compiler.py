@@ -25,6 +25,8 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from weft.workflows import nodes as kinds
+from weft.workflows.checks import graph_problems
+from weft.workflows.loading import WorkflowError
 from weft.workflows.spec import (
     END_NAMES,
     ConditionalEdge,
@@ -36,9 +38,7 @@ from weft.workflows.spec import (
     StateField,
     SubgraphNode,
     ToolsNode,
-    WorkflowError,
     WorkflowSpec,
-    graph_problems,
 )
 
 Builder = StateGraph[Any, Any, Any, Any]

@@ -21,13 +21,13 @@ from langgraph.types import interrupt
 
 from weft.errors import WeftError
 from weft.workflows.expressions import Expression, route_key
+from weft.workflows.loading import WorkflowError
 from weft.workflows.spec import (
     END_NAMES,
     HumanNode,
     LlmNode,
     SubgraphNode,
     ToolsNode,
-    WorkflowError,
     is_file_ref,
 )
 
