@@ -294,8 +294,14 @@ def invoke(
     that stops at a human interrupt prints {"__interrupt__": [...]}; continue it with
     --thread-id ID --resume JSON.
     """
-    from weft.runtime import Runtime
+    from weft.runtime import STREAM_MODES, Runtime
 
+    if stream is not None and stream not in STREAM_MODES:
+        _fail(
+            ConfigError(
+                f"--stream {stream!r} is not a stream mode; use one of {', '.join(STREAM_MODES)}"
+            )
+        )
     graph_input = _json_option("--input", input_json)
     resume_value = _json_option("--resume", resume) if resume is not None else None
     if resume is not None and thread_id is None:
