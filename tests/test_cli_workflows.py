@@ -367,3 +367,53 @@ def test_resume_needs_a_thread_id(examples: Path) -> None:
     assert result.exit_code == 2
     assert "error: --resume needs --thread-id" in result.stderr
     assert result.stdout == ""
+
+
+FAILING = {
+    "slow.yaml": "timeout: 0.3\nnodes:\n  nap: {kind: python, function: naps.py:nap}\n",
+    "loop.yaml": (
+        "max_iterations: 4\nstate:\n  n: {type: int, reducer: add, default: 0}\n"
+        "nodes:\n  spin: {kind: python, function: naps.py:spin}\n"
+        "edges:\n  - {from: spin, condition: 'n < `1000`',\n"
+        "     path_map: {'true': spin, 'false': END}}\n"
+    ),
+    "boom.yaml": "nodes:\n  boom: {kind: python, function: naps.py:boom}\n",
+}
+NAPS = """
+import asyncio
+
+async def nap(state):
+    await asyncio.sleep(30)
+    return {}
+
+def spin(state):
+    return {"n": 1}
+
+def boom(state):
+    raise RuntimeError("the node broke")
+"""
+
+
+@pytest.mark.parametrize(
+    ("graph_id", "message"),
+    [
+        ("slow", "the run of slow on thread T passed its timeout of 0.3 s"),
+        ("loop", "the run of loop on thread T reached its step limit (max_iterations: 4)"),
+        ("boom", "the run of boom on thread T failed: RuntimeError: the node broke"),
+    ],
+)
+def test_failing_runs_end_with_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph_id: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "naps.py").write_text(NAPS)
+    graphs = []
+    for name, text in FAILING.items():
+        (tmp_path / name).write_text(text)
+        graphs.append(f"  {name.removesuffix('.yaml')}: {name}")
+    (tmp_path / "weft.yaml").write_text("graphs:\n" + "\n".join(graphs) + "\n")
+    thread = "22222222-2222-2222-2222-222222222222"
+    result = CliRunner().invoke(app, ["invoke", graph_id, "--thread-id", thread])
+    assert result.exit_code == 1
+    assert f"error: {message.replace('thread T', f'thread {thread}')}" in result.stderr
+    assert "Traceback" not in result.output

@@ -326,9 +326,6 @@ def invoke(
 
     try:
         asyncio.run(run())
-    except TimeoutError:
-        typer.echo(f"error: the run of {graph_id} passed its timeout", err=True)
-        raise typer.Exit(1) from None
     except WeftError as e:
         _fail(e)
 

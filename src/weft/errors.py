@@ -45,6 +45,12 @@ class ConfigError(WeftError):
     status_code = 400
 
 
+class RunError(WeftError):
+    """A graph run failed: a node raised, or it hit its recursion limit or timeout."""
+
+    status_code = 500
+
+
 class StorageError(WeftError):
     """The database cannot be opened or used. The message names the (masked) URL."""
 
@@ -60,6 +66,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "NotFoundError",
+    "RunError",
     "SchemaVersionError",
     "StorageError",
     "UnprocessableEntityError",

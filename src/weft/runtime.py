@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphRecursionError
 from langgraph.types import Command, StreamMode
 
 from weft.assistants import Assistants
 from weft.config import Settings
-from weft.errors import BadRequestError
+from weft.errors import BadRequestError, RunError, WeftError
 from weft.graphs import GraphRegistry
 from weft.storage import Storage, open_storage
 
@@ -71,15 +72,33 @@ class Runtime:
             graph_id, config, checkpointer=self.storage.checkpointer, store=self.storage.store
         )
         payload: Any = Command(resume=resume) if resume is not None else graph_input
-        async with asyncio.timeout(entry.timeout):
-            if stream_mode is None:
-                async for _ in graph.astream(payload, config, stream_mode="values"):
-                    pass
-            else:
-                mode = cast(StreamMode, stream_mode)
-                async for chunk in graph.astream(payload, config, stream_mode=mode):
-                    yield stream_mode, chunk
-            state = await graph.aget_state(config)
+        try:
+            async with asyncio.timeout(entry.timeout):
+                if stream_mode is None:
+                    async for _ in graph.astream(payload, config, stream_mode="values"):
+                        pass
+                else:
+                    mode = cast(StreamMode, stream_mode)
+                    async for chunk in graph.astream(payload, config, stream_mode=mode):
+                        yield stream_mode, chunk
+        except TimeoutError as e:
+            raise RunError(
+                f"the run of {graph_id} on thread {thread_id} passed its timeout of "
+                f"{entry.timeout} s; its last checkpoint is kept"
+            ) from e
+        except GraphRecursionError as e:
+            limit = entry.max_iterations or "the default of 25"
+            raise RunError(
+                f"the run of {graph_id} on thread {thread_id} reached its step limit "
+                f"(max_iterations: {limit}) without finishing"
+            ) from e
+        except WeftError:
+            raise
+        except Exception as e:
+            raise RunError(
+                f"the run of {graph_id} on thread {thread_id} failed: {type(e).__name__}: {e}"
+            ) from e
+        state = await graph.aget_state(config)
         if stream_mode is None:
             yield "values", state.values
         if state.interrupts:
