@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from enum import Enum
@@ -90,10 +91,37 @@ def path_map_key(key: Any) -> Any:
     return key
 
 
-class Expression:
+class _SourceText(ABC):
+    """Checked text from a workflow file: equal when the text is, a string in pydantic."""
+
+    __slots__ = ("source",)
+    source: str
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, source: str) -> Any:
+        """Check ``source`` and build the object; ValueError says what is wrong."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return _text_type_schema(cls, cls.parse)
+
+
+class Expression(_SourceText):
     """A compiled JMESPath expression. Build it with :meth:`parse`."""
 
-    __slots__ = ("_parsed", "source")
+    __slots__ = ("_parsed",)
 
     def __init__(self, source: str, parsed: jmespath.parser.ParsedResult) -> None:
         self.source = source
@@ -120,21 +148,6 @@ class Expression:
         """Evaluate against :func:`json_view` of ``state``. Raises JMESPathError."""
         return self._parsed.search(json_view(state))
 
-    def __repr__(self) -> str:
-        return f"Expression({self.source!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Expression) and other.source == self.source
-
-    def __hash__(self) -> int:
-        return hash(self.source)
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source_type: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return _text_type_schema(cls, cls.parse)
-
 
 def _parse_error(e: JMESPathError) -> str:
     if isinstance(e, IncompleteExpressionError):
@@ -159,10 +172,10 @@ def _function_names(node: Any) -> set[str]:
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]]+\])*\Z")
 
 
-class Template:
+class Template(_SourceText):
     """A ``str.format`` template over the state. Build it with :meth:`parse`."""
 
-    __slots__ = ("fields", "source")
+    __slots__ = ("fields",)
 
     def __init__(self, source: str, fields: tuple[str, ...]) -> None:
         self.source = source
@@ -201,21 +214,6 @@ class Template:
     def render(self, state: Mapping[str, Any]) -> str:
         """The text with fields taken from ``state``; a missing field renders as ''."""
         return _Renderer().vformat(self.source, (), state)
-
-    def __repr__(self) -> str:
-        return f"Template({self.source!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Template) and other.source == self.source
-
-    def __hash__(self) -> int:
-        return hash(self.source)
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source_type: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return _text_type_schema(cls, cls.parse)
 
 
 class _Renderer(string.Formatter):
