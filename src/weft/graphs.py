@@ -20,10 +20,6 @@ the config file, ``graphs.<id>``, the file and the cause.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import os
 import re
@@ -41,6 +37,15 @@ from langgraph.pregel import Pregel
 
 from weft.config import Settings
 from weft.errors import ConfigError, NotFoundError
+from weft.refs import (
+    Ref,
+    RefError,
+    describe_exception,
+    get_attr,
+    load_module,
+    parse_ref,
+    resolve_path,
+)
 
 if TYPE_CHECKING:
     from weft.workflows import WorkflowSpec
@@ -113,7 +118,7 @@ class GraphRegistry:
         registry = cls(settings)
         apply_env(settings)
         _add_dependencies(settings)
-        modules: dict[Path, ModuleType] = {}
+        modules: dict[str, ModuleType] = {}
         for graph_id, source in settings.graphs.items():
             registry._targets[graph_id] = registry._load_entry(graph_id, source, modules)
         for target in registry._targets.values():
@@ -263,40 +268,40 @@ class GraphRegistry:
         label = self.settings.config_path or "configuration"
         return ConfigError(f"{label}: graphs.{graph_id}: {message}")
 
-    def _load_entry(self, graph_id: str, source: str, modules: dict[Path, ModuleType]) -> _Target:
+    def _load_entry(self, graph_id: str, source: str, modules: dict[str, ModuleType]) -> _Target:
         text = source.strip()
         if text.lower().endswith(_YAML_SUFFIXES):
             return self._load_yaml(graph_id, text)
-        ref, sep, attr = text.rpartition(":")
-        if not sep or not ref or not attr or "/" in attr or "\\" in attr:
+        try:
+            ref = parse_ref(text)
+        except RefError:
             raise self._error(
                 graph_id,
                 f"{source!r} is not a graph reference; write path/file.py:attribute, "
                 "package.module:attribute or path/workflow.yaml",
+            ) from None
+        try:
+            module = load_module(
+                ref,
+                base_dir=self.settings.base_dir,
+                modules=modules,
+                prefix="weft_graph",
+                on_sys_path=True,
             )
-        path: Path | None
-        if ref.endswith(".py") or "/" in ref or "\\" in ref:
-            path = self._resolve(ref)
-            if not path.is_file():
-                what = "is a folder, not a file" if path.is_dir() else "does not exist"
-                raise self._error(graph_id, f"file {path} {what}")
-            module = modules.get(path)
-            if module is None:
-                module = self._import_file(graph_id, path)
-                modules[path] = module
-        else:
-            module = self._import_module(graph_id, ref)
-            path = Path(module.__file__) if module.__file__ else None
-        where = str(path) if path is not None else ref
-        if not hasattr(module, attr):
+        except RefError as e:
+            raise self._error(graph_id, self._import_problem(ref, e)) from None
+        path = Path(module.__file__) if module.__file__ else None
+        where = str(path) if path is not None else ref.module
+        try:
+            value = get_attr(module, ref.attr, where=where)
+        except RefError as e:
             found = _graph_like(module)
             listing = (
                 f"graph-like attributes there: {', '.join(found)}"
                 if found
                 else "it defines no compiled graph or StateGraph"
             )
-            raise self._error(graph_id, f"{where} has no attribute {attr!r}; {listing}")
-        value = getattr(module, attr)
+            raise self._error(graph_id, f"{e}; {listing}") from None
         entry = GraphEntry(graph_id=graph_id, source=source, kind="python", path=path)
         if isinstance(value, Pregel):
             return _Target(entry, graph=value)
@@ -309,7 +314,7 @@ class GraphRegistry:
             return _Target(entry, factory=value, factory_takes_config=_takes_argument(value))
         raise self._error(
             graph_id,
-            f"{where}:{attr} is {_describe(value)}, not a compiled graph, a StateGraph "
+            f"{where}:{ref.attr} is {_describe(value)}, not a compiled graph, a StateGraph "
             "or a function that returns one",
         )
 
@@ -342,62 +347,24 @@ class GraphRegistry:
         )
 
     def _resolve(self, ref: str) -> Path:
-        path = Path(ref).expanduser()
-        if not path.is_absolute():
-            path = self.settings.base_dir / path
-        return Path(os.path.normpath(path))
+        return resolve_path(ref, self.settings.base_dir)
 
-    def _import_file(self, graph_id: str, path: Path) -> ModuleType:
-        digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:10]
-        stem = re.sub(r"\W", "_", path.stem)
-        name = f"weft_graph_{stem}_{digest}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise self._error(graph_id, f"cannot import {path}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        folder = str(path.parent)
-        added = folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - reported as a ConfigError
-            sys.modules.pop(name, None)
-            raise self._error(graph_id, f"importing {path} failed: {self._cause(e)}") from None
-        finally:
-            if added:
-                with contextlib.suppress(ValueError):
-                    sys.path.remove(folder)
-        return module
-
-    def _import_module(self, graph_id: str, name: str) -> ModuleType:
-        try:
-            spec = importlib.util.find_spec(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
-                raise self._error(graph_id, f"importing {name} failed: {self._cause(e)}") from None
-            spec = None  # a parent package does not exist
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - a parent package failed
-            raise self._error(graph_id, f"importing {name} failed: {self._cause(e)}") from None
-        if spec is None:
+    def _import_problem(self, ref: Ref, e: RefError) -> str:
+        if e.kind == "module_missing":
             paths = [str(self._resolve(d)) for d in self.settings.dependencies]
             hint = (
                 f"searched the dependencies {', '.join(paths)} and installed packages"
                 if paths
                 else 'add its folder to "dependencies" (for example ["."]) or install it'
             )
-            raise self._error(graph_id, f"no module named {name!r}; {hint}")
-        where = spec.origin or name
-        try:
-            return importlib.import_module(name)
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - reported as a ConfigError
-            raise self._error(graph_id, f"importing {where} failed: {self._cause(e)}") from None
+            return f"no module named {ref.module!r}; {hint}"
+        if e.kind == "import_failed" and e.cause is not None:
+            return f"importing {e.where} failed: {self._cause(e.cause)}"
+        return str(e)
 
     def _cause(self, e: BaseException) -> str:
         """``Type: message`` and where in the project's own files it was raised."""
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        text = f"{type(e).__name__}: {message}" if message else type(e).__name__
+        text = describe_exception(e)
         if isinstance(e, SyntaxError) and e.filename and e.lineno:
             return f"{type(e).__name__}: {e.msg} ({e.filename}, line {e.lineno})"
         base = str(self.settings.base_dir)

@@ -6,11 +6,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from langgraph.graph import END, StateGraph
 from langgraph.types import interrupt
 
 from weft.errors import WeftError
+from weft.refs import Ref, RefError, load_ref, parse_ref, resolve_path
 from weft.workflows.expressions import Expression, route_key
 from weft.workflows.loading import WorkflowError
 from weft.workflows.spec import (
@@ -28,7 +25,6 @@ from weft.workflows.spec import (
     LlmNode,
     SubgraphNode,
     ToolsNode,
-    is_file_ref,
 )
 
 Router = Callable[[Any], Any]
@@ -47,56 +43,33 @@ def import_function(
     ``modules`` caches the files loaded so far (one module object per file). Errors are
     WorkflowError prefixed with ``where`` and naming the file or module and the error.
     """
-    module_name, _, attr = ref.rpartition(":")
-    if not module_name or not attr:
+    try:
+        parsed = parse_ref(ref)
+    except RefError:
         raise WorkflowError(
             f"{where}: must be 'package.module:function' or 'path/file.py:function' (got {ref!r})"
-        )
-    if is_file_ref(ref):
-        path = Path(module_name)
-        if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
-        module = _load_file(path, where, modules if modules is not None else {})
-        shown = str(path)
-    else:
-        shown = module_name
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as e:
-            raise WorkflowError(
-                f"{where}: cannot import module {module_name!r}: {type(e).__name__}: {e}"
-            ) from e
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise WorkflowError(f"{where}: {shown} has no attribute {attr!r}") from None
+        ) from None
+    shown = str(resolve_path(parsed.module, base_dir)) if parsed.is_file else parsed.module
+    try:
+        target = load_ref(parsed, base_dir=base_dir, modules=modules, prefix="weft_workflow")
+    except RefError as e:
+        if isinstance(e.cause, SystemExit):  # code that exits on import still exits
+            raise e.cause from None
+        raise WorkflowError(f"{where}: {_import_problem(parsed, shown, e)}") from e.cause
     if not callable(target):
-        raise WorkflowError(f"{where}: {shown}:{attr} is not callable")
+        raise WorkflowError(f"{where}: {shown}:{parsed.attr} is not callable")
     return target  # type: ignore[no-any-return]
 
 
-def _load_file(path: Path, where: str, modules: dict[str, Any]) -> Any:
-    key = str(path.resolve()) if path.exists() else str(path)
-    if key in modules:
-        return modules[key]
-    if not path.is_file():
-        raise WorkflowError(f"{where}: file not found: {path}")
-    digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:12]
-    name = f"weft_workflow_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise WorkflowError(f"{where}: cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        sys.modules.pop(name, None)
-        raise WorkflowError(f"{where}: cannot import {path}: {type(e).__name__}: {e}") from e
-    modules[key] = module
-    return module
+def _import_problem(ref: Ref, shown: str, e: RefError) -> str:
+    if e.kind == "file_missing":
+        return f"file not found: {shown}"
+    if e.cause is None:  # a missing attribute, or a file that is not Python
+        return str(e)
+    cause = f"{type(e.cause).__name__}: {e.cause}"
+    if ref.is_file:
+        return f"cannot import {shown}: {cause}"
+    return f"cannot import module {ref.module!r}: {cause}"
 
 
 # --- routing -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ that uses it must declare that field with a merge reducer::
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import math
 import operator
@@ -33,6 +32,7 @@ from langgraph.prebuilt import InjectedState, ToolNode
 from langgraph.types import Command
 
 from weft.errors import WeftError
+from weft.refs import RefError, get_attr, import_module, parse_ref
 
 
 class ToolError(WeftError):
@@ -270,25 +270,29 @@ def resolve_tool(ref: str) -> BaseTool:
             f"unknown builtin tool {ref!r}; builtin tools: {_builtins()}, or give "
             f"'package.module:function'"
         )
-    module_name, _, attribute = ref.partition(":")
-    if not _DOTTED.match(module_name) or not _DOTTED.match(attribute):
+    try:
+        parsed = parse_ref(ref)
+    except RefError:
+        parsed = None
+    if parsed is None or not _DOTTED.match(parsed.module) or not _DOTTED.match(parsed.attr):
         raise ToolError(
             f"malformed tool reference {ref!r}; expected 'package.module:function', "
             f"for example 'my_tools.search:web_search', or a builtin: {_builtins()}"
         )
+    module_name, attribute = parsed.module, parsed.attr
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ToolError(f"tool {ref!r}: cannot import module {module_name!r}: {exc}") from exc
-    except Exception as exc:
+        obj = get_attr(import_module(module_name), attribute, where=f"module {module_name!r}")
+    except RefError as e:
+        exc = e.cause
+        if e.kind == "attribute_missing" or exc is None:
+            raise ToolError(f"tool {ref!r}: {e}") from None
+        if not isinstance(exc, Exception):  # code that exits on import still exits
+            raise exc from None
+        if isinstance(exc, ImportError):
+            raise ToolError(f"tool {ref!r}: cannot import module {module_name!r}: {exc}") from exc
         raise ToolError(
             f"tool {ref!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
-    obj: Any = module
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise ToolError(f"tool {ref!r}: module {module_name!r} has no attribute {attribute!r}")
-        obj = getattr(obj, part)
     if isinstance(obj, BaseTool):
         return obj
     if inspect.isclass(obj) or not callable(obj):
