@@ -26,6 +26,7 @@ from weft.graphs import CompiledGraph, GraphRegistry
 from weft.schema import ASSISTANT_FIELDS, Assistant, AssistantVersion
 from weft.storage import Storage
 from weft.storage.base import AssistantPatch, AssistantQuery, AssistantSortBy, IfExists, SortOrder
+from weft.validation import choice, json_object, page, uuid_arg
 
 SYSTEM_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 """The namespace LangGraph Platform derives system assistant IDs in (uuid5 of the graph id)."""
@@ -58,7 +59,7 @@ class Assistants:
         text = str(assistant_id)
         if text in self.registry:
             return system_assistant_id(text)
-        return _uuid(text, "assistant_id")
+        return uuid_arg(text, "assistant_id", hint=" (or a graph id)")
 
     # --- system assistants ----------------------------------------------------------------
 
@@ -124,7 +125,11 @@ class Assistants:
                 f"if_exists must be one of {', '.join(IF_EXISTS_VALUES)}, not {if_exists!r}"
             )
         self._known_graph(graph_id)
-        new_id = _uuid(assistant_id, "assistant_id") if assistant_id else str(uuid.uuid4())
+        new_id = (
+            uuid_arg(assistant_id, "assistant_id", hint=" (or a graph id)")
+            if assistant_id
+            else str(uuid.uuid4())
+        )
         config_, context_ = _config_and_context(config, context)
         now = datetime.now(UTC)
         assistant = Assistant(
@@ -134,7 +139,7 @@ class Assistants:
             description=description,
             config=config_ or {},
             context=context_ or {},
-            metadata=_json_object(metadata, "metadata") or {},
+            metadata=json_object(metadata, "metadata") or {},
             version=1,
             owner=owner,
             created_at=now,
@@ -174,7 +179,7 @@ class Assistants:
             graph_id=graph_id,
             config=config_ or None,
             context=context_,
-            metadata=_json_object(metadata, "metadata"),
+            metadata=json_object(metadata, "metadata"),
             name=name,
             description=description,
         )
@@ -190,10 +195,10 @@ class Assistants:
         owner: str | None = None,
     ) -> list[AssistantVersion]:
         """Saved versions, newest first."""
-        _page(limit, offset)
+        page(limit, offset)
         return await self.storage.list_assistant_versions(
             self.resolve_id(assistant_id),
-            metadata=_json_object(metadata, "metadata"),
+            metadata=json_object(metadata, "metadata"),
             limit=limit,
             offset=offset,
             owner=owner,
@@ -261,9 +266,9 @@ class Assistants:
         ``name`` matches a case-insensitive substring, ``metadata`` by containment. With
         ``select`` the result is the Platform's JSON shape holding only those fields.
         """
-        _page(limit, offset)
-        by = _choice(sort_by.lower() if sort_by else "created_at", SORT_BY_VALUES, "sort_by")
-        order = _choice(
+        page(limit, offset)
+        by = choice(sort_by.lower() if sort_by else "created_at", SORT_BY_VALUES, "sort_by")
+        order = choice(
             sort_order.lower() if sort_order else "desc", SORT_ORDER_VALUES, "sort_order"
         )
         fields: list[str] | None = None
@@ -377,7 +382,7 @@ class Assistants:
         return AssistantQuery(
             graph_id=graph_id,
             name=name or None,
-            metadata=_json_object(metadata, "metadata"),
+            metadata=json_object(metadata, "metadata"),
             owner=owner,
         )
 
@@ -424,41 +429,6 @@ def _try(fn: Any) -> Any:
             return None
 
 
-def _uuid(value: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise UnprocessableEntityError(
-            f"{what} must be a UUID (or a graph id), not {value!r}"
-        ) from None
-
-
-def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise UnprocessableEntityError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
-
-
-def _page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise UnprocessableEntityError(f"limit must be a number >= 0, not {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise UnprocessableEntityError(f"offset must be a number >= 0, not {offset!r}")
-
-
-def _json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any] | None:
-    """``value`` as a plain JSON object (a deep copy), or None."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise UnprocessableEntityError(f"{what} must be an object, not {type(value).__name__}")
-    try:
-        copied: dict[str, Any] = json.loads(json.dumps(dict(value)))
-    except (TypeError, ValueError) as e:
-        raise UnprocessableEntityError(f"{what} must be JSON: {e}") from None
-    return copied
-
-
 def _config_and_context(
     config: Mapping[str, Any] | None,
     context: Mapping[str, Any] | None,
@@ -470,8 +440,8 @@ def _config_and_context(
 
     Without ``fill_config`` a context given alone leaves ``config`` None (an update then
     sets only the configurable part of the current config)."""
-    config_ = _json_object(config, "config")
-    context_ = _json_object(context, "context")
+    config_ = json_object(config, "config")
+    context_ = json_object(context, "context")
     configurable = (config_ or {}).get("configurable")
     if configurable is not None and not isinstance(configurable, dict):
         raise UnprocessableEntityError("config.configurable must be an object")

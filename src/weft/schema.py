@@ -8,9 +8,11 @@ Timestamps are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from weft.errors import ConflictError, UnprocessableEntityError
 
 ASSISTANT_FIELDS: tuple[str, ...] = (
     "assistant_id",
@@ -73,4 +75,256 @@ class AssistantVersion(BaseModel):
         return self.model_dump(mode="json")
 
 
-__all__ = ["ASSISTANT_FIELDS", "Assistant", "AssistantVersion"]
+# --- threads ---------------------------------------------------------------------------------
+
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+"""The Platform's thread status, derived from runs."""
+Lifecycle = Literal["active", "paused", "completed", "failed", "archived", "branched"]
+"""The work item's state, set by people and by weft (design §1)."""
+ThreadKind = Literal["main", "branch", "fork", "snapshot"]
+
+THREAD_STATUSES: tuple[str, ...] = get_args(ThreadStatus)
+LIFECYCLES: tuple[str, ...] = get_args(Lifecycle)
+THREAD_KINDS: tuple[str, ...] = get_args(ThreadKind)
+
+LIFECYCLE_MOVES: dict[str, tuple[str, ...]] = {
+    "active": ("paused", "completed", "failed", "archived", "branched"),
+    "paused": ("active",),
+    "completed": ("active",),
+    "failed": (),
+    "archived": (),
+    "branched": (),
+}
+"""Where a thread's lifecycle may go from each state; the only copy of these rules."""
+
+RUNNABLE_LIFECYCLES: tuple[str, ...] = ("active", "paused")
+"""Lifecycles in which a thread admits runs and state updates, and may be branched."""
+
+
+def check_lifecycle_move(thread_id: str, current: str, target: str) -> None:
+    """Raise ConflictError unless ``current`` -> ``target`` is an allowed move.
+
+    Moving to the state a thread is already in is allowed (and changes nothing).
+    """
+    if target not in LIFECYCLES:
+        raise UnprocessableEntityError(
+            f"unknown lifecycle {target!r}; use one of {', '.join(LIFECYCLES)}"
+        )
+    if target == current or target in LIFECYCLE_MOVES[current]:
+        return
+    allowed = LIFECYCLE_MOVES[current]
+    targets = ", ".join(allowed) if allowed else "none: it is final"
+    raise ConflictError(
+        f"thread {thread_id} cannot move from lifecycle {current!r} to {target!r}; "
+        f"allowed from {current!r}: {targets}"
+    )
+
+
+def check_writable(thread: Thread, action: str) -> None:
+    """Raise ConflictError unless ``thread`` admits ``action`` (a run, a state update, ...).
+
+    Snapshots are read-only; other threads only while their lifecycle is active or paused.
+    """
+    if thread.kind == "snapshot":
+        raise ConflictError(
+            f"thread {thread.thread_id} is a snapshot and is read-only: {action} refused; "
+            "branch it to continue from its state"
+        )
+    if thread.lifecycle not in RUNNABLE_LIFECYCLES:
+        raise ConflictError(
+            f"thread {thread.thread_id} has lifecycle {thread.lifecycle!r}: {action} refused; "
+            f"{action} needs lifecycle {' or '.join(repr(x) for x in RUNNABLE_LIFECYCLES)}"
+        )
+
+
+THREAD_FIELDS: tuple[str, ...] = (
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "state_updated_at",
+    "metadata",
+    "config",
+    "status",
+    "values",
+    "interrupts",
+    "lifecycle",
+    "kind",
+    "graph_id",
+    "session_id",
+    "name",
+    "parent_thread_id",
+    "source_checkpoint_id",
+    "counts",
+)
+"""The fields of a thread a search may ``select``: the Platform's, then weft's."""
+
+
+class ThreadCounts(BaseModel):
+    """Exact counts, kept by the storage in the same transactions that change them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: int = 0
+    """Messages in the head state's ``messages`` channel."""
+    checkpoints: int = 0
+    """Checkpoints of the root graph (subgraph checkpoints are not counted)."""
+    branches: int = 0
+    """Threads of kind ``branch`` whose parent is this thread."""
+    runs: int = 0
+
+
+class Rollback(BaseModel):
+    """One rollback: checkpoints with ``to < id <= from_`` were abandoned by head ``at``."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    at: str
+
+    def abandons(self, checkpoint_id: str) -> bool:
+        # Checkpoint IDs are UUIDv6: their text sorts in creation order.
+        return self.to < checkpoint_id <= self.from_
+
+
+class Thread(BaseModel):
+    """One workflow's durable execution: the Platform's thread plus weft's fields."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    created_at: datetime
+    updated_at: datetime
+    state_updated_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    status: ThreadStatus = "idle"
+    values: dict[str, Any] | None = None
+    interrupts: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    lifecycle: Lifecycle = "active"
+    kind: ThreadKind = "main"
+    graph_id: str | None = None
+    session_id: str | None = None
+    name: str | None = None
+    parent_thread_id: str | None = None
+    source_checkpoint_id: str | None = None
+    counts: ThreadCounts = Field(default_factory=ThreadCounts)
+    rollbacks: tuple[Rollback, ...] = ()
+    """Rollbacks done on this thread, oldest first (history marks what they abandoned)."""
+    owner: str | None = None
+    """Who may see the thread; None means everyone. Not part of the Platform's shape."""
+
+    def to_api(self, select: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+        """The Platform's JSON shape plus weft's fields, optionally only ``select``'s keys."""
+        data = self.model_dump(mode="json", exclude={"owner", "rollbacks"})
+        if select:
+            return {k: data[k] for k in select if k in data}
+        return data
+
+
+class ThreadState(BaseModel):
+    """A thread's state at one checkpoint, in the Platform's shape (``ThreadState``).
+
+    Built from LangGraph's ``StateSnapshot``; values are JSON (messages as dicts).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    values: Any = Field(default_factory=dict)
+    next: list[str] = Field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+    """``{thread_id, checkpoint_ns, checkpoint_id, checkpoint_map}``; None before any run."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = None
+    parent_checkpoint: dict[str, Any] | None = None
+    tasks: list[dict[str, Any]] = Field(default_factory=list)
+    interrupts: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        return None if self.checkpoint is None else self.checkpoint.get("checkpoint_id")
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+SessionStatus = Literal["active", "completed", "failed", "cancelled", "archived"]
+SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
+
+InteractionKind = Literal[
+    "request", "response", "feedback", "note", "thread_event", "run_event", "state_event"
+]
+INTERACTION_KINDS: tuple[str, ...] = get_args(InteractionKind)
+USER_INTERACTION_KINDS: tuple[str, ...] = ("request", "response", "feedback", "note")
+"""The kinds a caller may record; the others are written by weft itself."""
+
+
+class Session(BaseModel):
+    """A user's work across threads. Its threads are those whose ``session_id`` is its ID."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    user_id: str | None = None
+    name: str | None = None
+    status: SessionStatus = "active"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    """Shared by the session's threads; see :meth:`weft.sessions.Sessions.update_state`."""
+    state_version: int = 0
+    """Bumped by every state change; the compare-and-set token."""
+    owner: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"owner"})
+
+
+class Interaction(BaseModel):
+    """One entry of a session's append-only log. ``seq`` counts from 1 in each session."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    seq: int
+    kind: InteractionKind
+    content: Any
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    thread_id: str | None = None
+    run_id: str | None = None
+    created_at: datetime
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+__all__ = [
+    "ASSISTANT_FIELDS",
+    "INTERACTION_KINDS",
+    "LIFECYCLES",
+    "LIFECYCLE_MOVES",
+    "RUNNABLE_LIFECYCLES",
+    "SESSION_STATUSES",
+    "THREAD_FIELDS",
+    "THREAD_KINDS",
+    "THREAD_STATUSES",
+    "USER_INTERACTION_KINDS",
+    "Assistant",
+    "AssistantVersion",
+    "Interaction",
+    "InteractionKind",
+    "Lifecycle",
+    "Rollback",
+    "Session",
+    "SessionStatus",
+    "Thread",
+    "ThreadCounts",
+    "ThreadKind",
+    "ThreadState",
+    "ThreadStatus",
+    "check_lifecycle_move",
+    "check_writable",
+]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from weft.storage.migrations import LATEST_VERSION, MIGRATIONS
+
 OPEN = """
 import asyncio, sys
 from weft.storage import open_storage
@@ -42,10 +44,10 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
     outcomes = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outcomes, strict=True):
         assert p.returncode == 0, err
-        assert out.strip() == "1"
+        assert out.strip() == str(LATEST_VERSION)
     import sqlite3
 
     conn = sqlite3.connect(tmp_path / "shared.db")
-    assert conn.execute("SELECT COUNT(*) FROM weft_schema").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM weft_schema").fetchone()[0] == len(MIGRATIONS)
     assert conn.execute("SELECT COUNT(*) FROM store").fetchone()[0] == 6
     conn.close()

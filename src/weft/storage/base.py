@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -11,7 +11,18 @@ from typing import Any, Literal
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from weft.schema import Assistant, AssistantVersion
+from weft.schema import (
+    Assistant,
+    AssistantVersion,
+    Interaction,
+    InteractionKind,
+    Lifecycle,
+    Session,
+    SessionStatus,
+    Thread,
+    ThreadKind,
+    ThreadStatus,
+)
 from weft.storage.urls import DatabaseUrl, Dialect
 
 IfExists = Literal["raise", "do_nothing"]
@@ -83,6 +94,113 @@ class AssistantQuery:
     name: str | None = None
     metadata: Mapping[str, Any] | None = None
     owner: str | None = None
+
+
+ThreadSortBy = Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"]
+THREAD_SORT_COLUMNS: dict[str, str] = {
+    "thread_id": "thread_id",
+    "status": "status",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "state_updated_at": "state_updated_at",
+}
+PruneStrategy = Literal["delete", "keep_latest"]
+
+
+@dataclass(frozen=True)
+class ThreadQuery:
+    """Which threads a search or count considers; every given filter must hold.
+
+    ``metadata`` and ``values`` match by containment (as Postgres' ``@>``); ``owner`` the
+    thread's owner or no owner. ``ids`` restricts to those thread IDs.
+    """
+
+    ids: tuple[str, ...] | None = None
+    metadata: Mapping[str, Any] | None = None
+    values: Mapping[str, Any] | None = None
+    status: ThreadStatus | None = None
+    lifecycle: Lifecycle | None = None
+    kind: ThreadKind | None = None
+    graph_id: str | None = None
+    session_id: str | None = None
+    parent_thread_id: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadPatch:
+    """A change to a thread row. ``None`` keeps a field; ``metadata`` is merged key by key.
+
+    ``lifecycle`` is checked with :func:`weft.schema.check_lifecycle_move` inside the
+    transaction. ``values``/``interrupts``/``messages`` are the cached head state (set
+    together with ``state_updated_at``).
+    """
+
+    updated_at: datetime
+    metadata: Mapping[str, Any] | None = None
+    lifecycle: Lifecycle | None = None
+    name: str | None = None
+    graph_id: str | None = None
+    status: ThreadStatus | None = None
+    values: Mapping[str, Any] | None = None
+    interrupts: Mapping[str, list[dict[str, Any]]] | None = None
+    messages: int | None = None
+    state_updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """Which sessions a search or count considers. Ranges are inclusive."""
+
+    user_id: str | None = None
+    status: SessionStatus | None = None
+    metadata: Mapping[str, Any] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionPatch:
+    """A partial change to a session. ``None`` keeps a field; ``metadata`` is merged."""
+
+    updated_at: datetime
+    user_id: str | None = None
+    name: str | None = None
+    status: SessionStatus | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CreateSession:
+    session: Session
+
+
+@dataclass(frozen=True)
+class UpdateSession:
+    session_id: str
+    patch: SessionPatch
+
+
+@dataclass(frozen=True)
+class DeleteSession:
+    session_id: str
+    cascade: bool = False
+
+
+SessionOp = CreateSession | UpdateSession | DeleteSession
+
+
+@dataclass(frozen=True)
+class DoctorFinding:
+    """One inconsistency ``weft doctor`` found, and whether ``--repair`` fixed it."""
+
+    problem: Literal["orphan_checkpoints", "missing_session", "missing_parent", "wrong_counts"]
+    thread_id: str
+    detail: str
+    repaired: bool = False
 
 
 def version_of(assistant: Assistant, version: int, created_at: datetime) -> AssistantVersion:
@@ -184,3 +302,211 @@ class Storage(ABC):
     @abstractmethod
     async def count_assistants(self, query: AssistantQuery) -> int:
         """How many assistants match ``query``."""
+
+    # --- threads ------------------------------------------------------------------------
+    #
+    # Every method taking ``owner`` sees only threads (and sessions) of that owner or of
+    # none, filtered in SQL; a thread it cannot see is "not found". The checkpoint counts
+    # and the ``branches``/``runs`` counts are kept by the database itself (triggers), so
+    # they stay exact whoever writes checkpoints.
+
+    @abstractmethod
+    async def put_thread(self, thread: Thread, *, if_exists: IfExists = "raise") -> Thread:
+        """Insert ``thread`` (its ``counts`` are ignored and start at zero).
+
+        A taken ID: ``"do_nothing"`` returns the existing thread if its owner may see it,
+        else ConflictError. With ``session_id``: the session must exist and be visible to
+        ``thread.owner`` (NotFoundError), and ``name`` be free in it (ConflictError);
+        nothing is written when either fails.
+        """
+
+    @abstractmethod
+    async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread:
+        """One thread (NotFoundError naming it when missing or unseen)."""
+
+    @abstractmethod
+    async def update_thread(
+        self, thread_id: str, patch: ThreadPatch, *, owner: str | None = None
+    ) -> Thread:
+        """Apply ``patch`` in one transaction and return the thread as stored."""
+
+    @abstractmethod
+    async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
+        """Delete a thread with its checkpoints, writes, runs and crons, in one transaction.
+
+        Threads that name it as ``parent_thread_id`` (branches, snapshots, forks) keep their
+        own checkpoints; their ``parent_thread_id`` becomes NULL.
+        """
+
+    @abstractmethod
+    async def search_threads(
+        self,
+        query: ThreadQuery,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        sort_by: ThreadSortBy = "created_at",
+        sort_order: SortOrder = "desc",
+    ) -> list[Thread]:
+        """Threads matching ``query``, sorted (ties by thread ID) and paginated."""
+
+    @abstractmethod
+    async def count_threads(self, query: ThreadQuery) -> int:
+        """How many threads match ``query``."""
+
+    @abstractmethod
+    async def branch_thread(
+        self, thread: Thread, *, checkpoint_id: str, owner: str | None = None
+    ) -> Thread:
+        """Insert ``thread`` (kind ``branch`` or ``snapshot``) holding one checkpoint.
+
+        ``thread.parent_thread_id`` is the source; ``checkpoint_id`` one of its root
+        checkpoints. In one transaction: check the source is visible to ``owner``
+        (NotFoundError) and, for kind ``branch``, that its lifecycle is active or paused
+        (ConflictError naming it); copy that checkpoint (parent cleared) and its pending
+        writes into the new thread, whatever the source's history length (O(1) rows; on
+        Postgres also the blobs of its channel versions); insert the thread row, bumping the
+        source's ``branches`` count for kind ``branch``. A checkpoint the source does not
+        have is a NotFoundError: ``checkpoint {id} not found in thread {source}``.
+        """
+
+    @abstractmethod
+    async def rollback_thread(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_id: str,
+        new_checkpoint_id: str,
+        patch: ThreadPatch,
+        owner: str | None = None,
+    ) -> Thread:
+        """Make root checkpoint ``checkpoint_id`` the head again, in one transaction.
+
+        Refused (ConflictError, via :func:`weft.schema.check_writable`) for snapshots and
+        threads that are not active or paused. Inserts one checkpoint ``new_checkpoint_id``
+        (its ``id`` and ``ts`` rewritten, parent = ``checkpoint_id``) with the target's
+        content, channel versions and metadata plus ``source: "rollback"`` and
+        ``rollback: {from, to}``; pending writes are not copied (the next run redoes the
+        tasks). Appends :class:`weft.schema.Rollback` ``{from: old head, to, at}`` to the
+        thread's ``rollbacks`` and applies ``patch``. Deletes nothing; touches O(1) rows.
+        A checkpoint the thread does not have: ``checkpoint {id} not found in thread {tid}``.
+        """
+
+    @abstractmethod
+    async def copy_thread(
+        self, thread: Thread, *, source_thread_id: str, owner: str | None = None
+    ) -> Thread:
+        """Insert ``thread`` (kind ``fork``) with every checkpoint and write of the source,
+        in one transaction (NotFoundError when the source is missing or unseen)."""
+
+    @abstractmethod
+    async def prune_threads(
+        self, thread_ids: Sequence[str], *, strategy: PruneStrategy, owner: str | None = None
+    ) -> int:
+        """Delete the threads (``"delete"``) or keep only each one's newest checkpoint per
+        namespace (``"keep_latest"``), in one transaction; return how many were pruned.
+
+        Snapshots are never pruned, and IDs that are missing or unseen are skipped.
+        """
+
+    # --- sessions -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_session(self, session: Session) -> Session:
+        """Insert ``session`` (ConflictError when the ID is taken)."""
+
+    @abstractmethod
+    async def get_session(self, session_id: str, *, owner: str | None = None) -> Session:
+        """One session (NotFoundError naming it)."""
+
+    @abstractmethod
+    async def update_session(
+        self, session_id: str, patch: SessionPatch, *, owner: str | None = None
+    ) -> Session:
+        """Apply ``patch`` and return the session as stored."""
+
+    @abstractmethod
+    async def delete_session(
+        self, session_id: str, *, cascade: bool = False, owner: str | None = None
+    ) -> None:
+        """Delete a session and its interactions in one transaction.
+
+        While threads belong to it: with ``cascade`` they are deleted too (as
+        :meth:`delete_thread`), else ConflictError
+        ``session {id} has {n} thread(s); delete them first or pass cascade=true``.
+        """
+
+    @abstractmethod
+    async def search_sessions(
+        self, query: SessionQuery, *, limit: int = 10, offset: int = 0
+    ) -> list[Session]:
+        """Sessions matching ``query``, newest first (ties by session ID), paginated."""
+
+    @abstractmethod
+    async def count_sessions(self, query: SessionQuery) -> int:
+        """How many sessions match ``query``."""
+
+    @abstractmethod
+    async def batch_sessions(
+        self, ops: Sequence[SessionOp], *, owner: str | None = None
+    ) -> list[Session | None]:
+        """Apply ``ops`` in order in one transaction: all or nothing.
+
+        Returns, per op, the created/updated session, or None for a delete. The first
+        failing op's error is raised with ``batch item {i}: `` prefixed to its message.
+        """
+
+    @abstractmethod
+    async def set_session_state(
+        self,
+        session_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int,
+        updated_at: datetime,
+        owner: str | None = None,
+    ) -> Session:
+        """Compare-and-set the shared state: write ``state`` and bump ``state_version``
+        only if it still equals ``expected_version``, else ConflictError
+        ``session {id} state changed (version {expected} -> {actual})``."""
+
+    @abstractmethod
+    async def append_interaction(
+        self,
+        session_id: str,
+        *,
+        kind: InteractionKind,
+        content: Any,
+        metadata: Mapping[str, Any],
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        created_at: datetime,
+        owner: str | None = None,
+    ) -> Interaction:
+        """Append to the session's log with the next ``seq`` (1, 2, ...; no gaps, no
+        duplicates under concurrency) and return the entry."""
+
+    @abstractmethod
+    async def list_interactions(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        kinds: Sequence[InteractionKind] | None = None,
+        owner: str | None = None,
+    ) -> list[Interaction]:
+        """Entries with ``seq > after``, oldest first, at most ``limit``, optionally only
+        ``kinds`` (NotFoundError when the session is missing or unseen)."""
+
+    # --- doctor -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def doctor(self, *, repair: bool = False) -> list[DoctorFinding]:
+        """Find (and with ``repair`` fix, in one transaction) inconsistencies.
+
+        Root checkpoints without a thread row (repair: create a ``main`` thread row for
+        them); threads whose session is missing (repair: clear ``session_id``); threads
+        whose parent is missing (repair: clear ``parent_thread_id``); ``counts`` of
+        checkpoints, branches or runs that disagree with the rows (repair: recount).
+        """

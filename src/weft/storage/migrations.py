@@ -212,6 +212,140 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+# --- version 2: exact counts kept by the database, rollback marks, a metadata index ----------
+
+# A number's canonical text in thread_metadata (1 and 1.0 are the same key); text is JSON-quoted
+# so that "1" (a string) and 1 (a number) stay apart.
+_SQLITE_CANONICAL = (
+    "CASE type WHEN 'text' THEN json_quote(value) WHEN 'integer' THEN "
+    "CAST(CAST(value AS REAL) AS TEXT) WHEN 'real' THEN CAST(CAST(value AS REAL) AS TEXT) "
+    "ELSE type END"
+)
+
+_SQLITE_V2: tuple[str, ...] = (
+    "ALTER TABLE threads ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]'",
+    # One row per top-level scalar metadata key: the index behind metadata filters on threads.
+    """CREATE TABLE thread_metadata (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        thread_id TEXT NOT NULL,
+        PRIMARY KEY (key, value, thread_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX thread_metadata_thread_id ON thread_metadata (thread_id)",
+    f"""CREATE TRIGGER threads_metadata_insert AFTER INSERT ON threads BEGIN
+        INSERT OR IGNORE INTO thread_metadata (key, value, thread_id)
+        SELECT key, {_SQLITE_CANONICAL}, NEW.thread_id FROM json_each(NEW.metadata)
+        WHERE type NOT IN ('object', 'array');
+    END""",
+    f"""CREATE TRIGGER threads_metadata_update AFTER UPDATE OF metadata ON threads
+    WHEN NEW.metadata IS NOT OLD.metadata BEGIN
+        DELETE FROM thread_metadata WHERE thread_id = OLD.thread_id;
+        INSERT OR IGNORE INTO thread_metadata (key, value, thread_id)
+        SELECT key, {_SQLITE_CANONICAL}, NEW.thread_id FROM json_each(NEW.metadata)
+        WHERE type NOT IN ('object', 'array');
+    END""",
+    """CREATE TRIGGER threads_metadata_delete AFTER DELETE ON threads BEGIN
+        DELETE FROM thread_metadata WHERE thread_id = OLD.thread_id;
+    END""",
+    # A thread row created for checkpoints already stored under its ID counts them.
+    """CREATE TRIGGER threads_count_existing AFTER INSERT ON threads BEGIN
+        UPDATE threads SET count_checkpoints = (
+            SELECT count(*) FROM checkpoints
+            WHERE thread_id = NEW.thread_id AND checkpoint_ns = ''
+        ) WHERE thread_id = NEW.thread_id;
+    END""",
+    """CREATE TRIGGER threads_branch_insert AFTER INSERT ON threads
+    WHEN NEW.kind = 'branch' AND NEW.parent_thread_id IS NOT NULL BEGIN
+        UPDATE threads SET count_branches = count_branches + 1
+        WHERE thread_id = NEW.parent_thread_id;
+    END""",
+    """CREATE TRIGGER threads_branch_delete AFTER DELETE ON threads
+    WHEN OLD.kind = 'branch' AND OLD.parent_thread_id IS NOT NULL BEGIN
+        UPDATE threads SET count_branches = count_branches - 1
+        WHERE thread_id = OLD.parent_thread_id;
+    END""",
+    """CREATE TRIGGER checkpoints_count_insert AFTER INSERT ON checkpoints
+    WHEN NEW.checkpoint_ns = '' BEGIN
+        UPDATE threads SET count_checkpoints = count_checkpoints + 1
+        WHERE thread_id = NEW.thread_id;
+    END""",
+    """CREATE TRIGGER checkpoints_count_delete AFTER DELETE ON checkpoints
+    WHEN OLD.checkpoint_ns = '' BEGIN
+        UPDATE threads SET count_checkpoints = count_checkpoints - 1
+        WHERE thread_id = OLD.thread_id;
+    END""",
+    """CREATE TRIGGER runs_count_insert AFTER INSERT ON runs WHEN NEW.thread_id IS NOT NULL BEGIN
+        UPDATE threads SET count_runs = count_runs + 1 WHERE thread_id = NEW.thread_id;
+    END""",
+    """CREATE TRIGGER runs_count_delete AFTER DELETE ON runs WHEN OLD.thread_id IS NOT NULL BEGIN
+        UPDATE threads SET count_runs = count_runs - 1 WHERE thread_id = OLD.thread_id;
+    END""",
+    "CREATE INDEX threads_lifecycle ON threads (lifecycle)",
+    "CREATE INDEX sessions_created_at ON sessions (created_at)",
+)
+
+_POSTGRES_V2: tuple[str, ...] = (
+    "ALTER TABLE threads ADD COLUMN rollbacks JSONB NOT NULL DEFAULT '[]'",
+    "CREATE INDEX threads_metadata ON threads USING GIN (metadata jsonb_path_ops)",
+    "CREATE INDEX threads_lifecycle ON threads (lifecycle)",
+    "CREATE INDEX sessions_created_at ON sessions (created_at)",
+    """CREATE FUNCTION weft_count_checkpoints() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            IF NEW.checkpoint_ns = '' THEN
+                UPDATE threads SET count_checkpoints = count_checkpoints + 1
+                WHERE thread_id = NEW.thread_id;
+            END IF;
+        ELSIF OLD.checkpoint_ns = '' THEN
+            UPDATE threads SET count_checkpoints = count_checkpoints - 1
+            WHERE thread_id = OLD.thread_id;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER checkpoints_count AFTER INSERT OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION weft_count_checkpoints()""",
+    """CREATE FUNCTION weft_count_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE threads SET count_runs = count_runs + 1 WHERE thread_id = NEW.thread_id;
+        ELSE
+            UPDATE threads SET count_runs = count_runs - 1 WHERE thread_id = OLD.thread_id;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER runs_count AFTER INSERT OR DELETE ON runs
+    FOR EACH ROW EXECUTE FUNCTION weft_count_runs()""",
+    """CREATE FUNCTION weft_thread_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE threads SET count_checkpoints = (
+                SELECT count(*) FROM checkpoints
+                WHERE thread_id = NEW.thread_id AND checkpoint_ns = ''
+            ) WHERE thread_id = NEW.thread_id;
+            IF NEW.kind = 'branch' AND NEW.parent_thread_id IS NOT NULL THEN
+                UPDATE threads SET count_branches = count_branches + 1
+                WHERE thread_id = NEW.parent_thread_id;
+            END IF;
+        ELSIF OLD.kind = 'branch' AND OLD.parent_thread_id IS NOT NULL THEN
+            UPDATE threads SET count_branches = count_branches - 1
+            WHERE thread_id = OLD.parent_thread_id;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER threads_rows AFTER INSERT OR DELETE ON threads
+    FOR EACH ROW EXECUTE FUNCTION weft_thread_rows()""",
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=2,
+        description="thread counts kept by triggers, rollback marks, thread metadata index",
+        sqlite=_SQLITE_V2,
+        postgres=_POSTGRES_V2,
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

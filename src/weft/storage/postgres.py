@@ -28,6 +28,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from weft.errors import StorageError
 from weft.storage.migrations import SCHEMA_TABLE_POSTGRES, pending
 from weft.storage.postgres_assistants import PostgresAssistantStorage
+from weft.storage.postgres_sessions import PostgresDoctor, PostgresSessionStorage
+from weft.storage.postgres_threads import (
+    COPY_BLOBS_SQL,
+    COPY_CHECKPOINTS_SQL,
+    COPY_SNAPSHOT_SQL,
+    COPY_WRITES_SQL,
+    PostgresThreadStorage,
+)
 from weft.storage.urls import DatabaseUrl, Dialect
 
 __all__ = ["MIGRATION_LOCK_KEY", "PostgresCheckpointer", "PostgresStorage"]
@@ -93,49 +101,6 @@ AND b.channel = g.channel
 AND b.version = g.version
 """
 
-# --- copy_thread -----------------------------------------------------------------------------
-
-# All three read one snapshot (the transaction is REPEATABLE READ), so a checkpoint saved on
-# the source meanwhile is copied whole or not at all. Rows the target already has with the
-# same key are made equal to the source's; blobs never change once written.
-_COPY_SNAPSHOT_SQL = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
-
-_COPY_BLOBS_SQL = """
-INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-SELECT %s, checkpoint_ns, channel, version, type, blob
-FROM checkpoint_blobs
-WHERE thread_id = %s
-ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
-"""
-
-_COPY_CHECKPOINTS_SQL = """
-INSERT INTO checkpoints (
-    thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata
-)
-SELECT %s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata
-FROM checkpoints
-WHERE thread_id = %s
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
-    parent_checkpoint_id = EXCLUDED.parent_checkpoint_id,
-    type = EXCLUDED.type,
-    checkpoint = EXCLUDED.checkpoint,
-    metadata = EXCLUDED.metadata
-"""
-
-_COPY_WRITES_SQL = """
-INSERT INTO checkpoint_writes (
-    thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-)
-SELECT %s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-FROM checkpoint_writes
-WHERE thread_id = %s
-ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
-    task_path = EXCLUDED.task_path,
-    channel = EXCLUDED.channel,
-    type = EXCLUDED.type,
-    blob = EXCLUDED.blob
-"""
-
 
 class PostgresCheckpointer(AsyncPostgresSaver):
     """LangGraph's Postgres checkpointer plus ``delete_for_runs`` and ``copy_thread``.
@@ -186,8 +151,8 @@ class PostgresCheckpointer(AsyncPostgresSaver):
                 # The isolation level has to open the transaction (see ``aprune``).
                 await self.pipe.sync()
             async with cur.connection.transaction():
-                await cur.execute(_COPY_SNAPSHOT_SQL)
-                for sql in (_COPY_BLOBS_SQL, _COPY_CHECKPOINTS_SQL, _COPY_WRITES_SQL):
+                await cur.execute(COPY_SNAPSHOT_SQL)
+                for sql in (COPY_BLOBS_SQL, COPY_CHECKPOINTS_SQL, COPY_WRITES_SQL):
                     await cur.execute(sql, (target, source))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -218,7 +183,9 @@ class PostgresCheckpointer(AsyncPostgresSaver):
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
-class PostgresStorage(PostgresAssistantStorage):
+class PostgresStorage(
+    PostgresAssistantStorage, PostgresThreadStorage, PostgresSessionStorage, PostgresDoctor
+):
     """weft's storage on PostgreSQL. Obtain one with :func:`weft.storage.open_storage`."""
 
     dialect: Dialect = "postgres"

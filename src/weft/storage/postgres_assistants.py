@@ -37,8 +37,8 @@ _VERSION_COLUMNS = (
 Conn = AsyncConnection[DictRow]
 
 
-class PostgresAssistantStorage(Storage):
-    """The assistant methods of :class:`weft.storage.postgres.PostgresStorage`."""
+class PostgresBase(Storage):
+    """What the Postgres mixins share: the pool and one transaction per change."""
 
     pool: AsyncConnectionPool[Conn]
 
@@ -54,6 +54,10 @@ class PostgresAssistantStorage(Storage):
             raise StorageError(
                 f"query on Postgres at {self.url.masked} failed: {_first_line(e, self.url)}"
             ) from e
+
+
+class PostgresAssistantStorage(PostgresBase):
+    """The assistant methods of :class:`weft.storage.postgres.PostgresStorage`."""
 
     async def put_assistant(self, assistant: Assistant, *, if_exists: IfExists) -> Assistant:
         a = assistant

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from weft.errors import BadRequestError, ConflictError, NotFoundError
+from weft.errors import ConflictError, NotFoundError
 from weft.schema import Assistant, AssistantVersion
 from weft.storage.base import (
     ASSISTANT_SORT_COLUMNS,
@@ -25,6 +25,7 @@ from weft.storage.base import (
     version_of,
 )
 from weft.storage.sqlite_engine import SqliteEngine
+from weft.storage.sqlite_rows import _contains, _dumps, _parse_ts, _ts, _visible
 
 _COLUMNS = (
     "assistant_id, graph_id, name, description, config, context, metadata, version, owner, "
@@ -172,23 +173,6 @@ class SqliteAssistantStorage(Storage):
 # --- rows ----------------------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_ts(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _visible(row_owner: str | None, owner: str | None) -> bool:
-    return owner is None or row_owner is None or row_owner == owner
-
-
 def _assistant(row: tuple[Any, ...]) -> Assistant:
     return Assistant(
         assistant_id=row[0],
@@ -305,48 +289,4 @@ def _where(query: AssistantQuery) -> tuple[str, tuple[Any, ...]]:
         where, more = _contains("metadata", query.metadata)
         clauses.append(where)
         params.extend(more)
-    return (" AND ".join(clauses) or "1 = 1"), tuple(params)
-
-
-def _contains(column: str, wanted: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """SQL true when the JSON object in ``column`` contains ``wanted``.
-
-    Objects match key by key (recursively); any other value must be equal. ``json_type``
-    tells ``1`` from ``true`` and a missing key from ``null``.
-    """
-    clauses: list[str] = []
-    params: list[Any] = []
-
-    def walk(path: str, value: Any) -> None:
-        if isinstance(value, Mapping) and value:
-            for key, item in value.items():
-                if '"' in str(key):
-                    raise BadRequestError(
-                        f"metadata filter key {key!r} contains '\"', which weft cannot "
-                        "match on SQLite"
-                    )
-                walk(f'{path}."{key}"', item)
-            return
-        if isinstance(value, Mapping):
-            clauses.append(f"json_type({column}, ?) = 'object'")
-            params.append(path)
-        elif value is None:
-            clauses.append(f"json_type({column}, ?) = 'null'")
-            params.append(path)
-        elif isinstance(value, bool):
-            clauses.append(f"json_type({column}, ?) = ?")
-            params.extend([path, "true" if value else "false"])
-        elif isinstance(value, int | float):
-            clauses.append(
-                f"json_type({column}, ?) IN ('integer', 'real') AND json_extract({column}, ?) = ?"
-            )
-            params.extend([path, path, value])
-        elif isinstance(value, str):
-            clauses.append(f"json_type({column}, ?) = 'text' AND json_extract({column}, ?) = ?")
-            params.extend([path, path, value])
-        else:
-            clauses.append(f"json_type({column}, ?) = 'array' AND json_extract({column}, ?) = ?")
-            params.extend([path, path, _dumps(value)])
-
-    walk("$", wanted)
     return (" AND ".join(clauses) or "1 = 1"), tuple(params)

@@ -43,9 +43,17 @@ _WRITES_OF = (
     "SELECT task_id, channel, type, value, task_path, idx FROM checkpoint_writes "
     "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
 )
+# An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the delete trigger that
+# keeps threads.count_checkpoints exact, then inserts (firing the insert trigger).
+_UPSERT_CHECKPOINT = (
+    " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET "
+    "parent_checkpoint_id = excluded.parent_checkpoint_id, run_id = excluded.run_id, "
+    "type = excluded.type, checkpoint = excluded.checkpoint, metadata = excluded.metadata"
+)
 _INSERT_CHECKPOINT = (
-    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+    "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
     "parent_checkpoint_id, run_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    + _UPSERT_CHECKPOINT
 )
 _INSERT_WRITE = (
     "INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, "
@@ -360,10 +368,10 @@ def delete_thread_checkpoints(conn: sqlite3.Connection, thread_ids: Sequence[str
 
 def copy_thread_checkpoints(conn: sqlite3.Connection, src: str, dst: str) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+        "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
         "parent_checkpoint_id, run_id, type, checkpoint, metadata) "
         "SELECT ?, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, type, "
-        "checkpoint, metadata FROM checkpoints WHERE thread_id = ?",
+        "checkpoint, metadata FROM checkpoints WHERE thread_id = ?" + _UPSERT_CHECKPOINT,
         (dst, src),
     )
     conn.execute(
