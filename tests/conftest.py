@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from weft.config import Settings
+from weft.runtime import Runtime
+from weft.schema import Thread
 from weft.storage import Storage, open_storage
+
+FIXTURES = Path(__file__).parent / "fixtures" / "graphs"
 
 POSTGRES_URL = os.environ.get("WEFT_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -63,3 +72,42 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def storage(database_url: str) -> AsyncIterator[Storage]:
     async with open_storage(database_url) as opened:
         yield opened
+
+
+@pytest.fixture
+async def rt(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Runtime]:
+    """A runtime on a fresh database of each backend, with the graphs of fixtures/steps.py."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    saved = dict(os.environ)
+    shutil.copy(FIXTURES / "steps.py", tmp_path / "steps.py")
+    (tmp_path / "langgraph.json").write_text(
+        json.dumps(
+            {
+                "graphs": {
+                    "counter": "./steps.py:counter",
+                    "review": "./steps.py:review",
+                    "tally": "./steps.py:tally_graph",
+                }
+            }
+        )
+    )
+    settings = Settings.load(tmp_path / "langgraph.json", env={"WEFT_DATABASE_URL": database_url})
+    try:
+        async with Runtime.open(settings) as runtime:
+            yield runtime
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def run(rt: Runtime, thread: Thread | str, graph_input: Any = None, **kw: Any) -> Any:
+    tid = thread if isinstance(thread, str) else thread.thread_id
+    graph = kw.pop("graph_id", None) or (
+        thread.graph_id if isinstance(thread, Thread) and thread.graph_id else "counter"
+    )
+    last: Any = None
+    async for _, data in rt.invoke(graph, graph_input or {}, thread_id=tid, **kw):
+        last = data
+    return last

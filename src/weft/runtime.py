@@ -16,19 +16,25 @@ from weft.assistants import Assistants
 from weft.config import Settings
 from weft.errors import BadRequestError, RunError, WeftError
 from weft.graphs import GraphRegistry
+from weft.schema import check_writable
+from weft.sessions import Sessions
 from weft.storage import Storage, open_storage
+from weft.storage.base import DoctorFinding
+from weft.threads import Threads
 
 STREAM_MODES = ("values", "updates", "messages", "custom", "debug", "tasks", "checkpoints")
 
 
 @dataclass
 class Runtime:
-    """The graphs, the storage and the assistants of one weft process."""
+    """The graphs, the storage and the services of one weft process."""
 
     settings: Settings
     storage: Storage
     graphs: GraphRegistry
     assistants: Assistants
+    threads: Threads
+    sessions: Sessions
 
     @classmethod
     @asynccontextmanager
@@ -42,7 +48,19 @@ class Runtime:
         ) as storage:
             assistants = Assistants(storage, graphs)
             await assistants.ensure_system_assistants()
-            yield cls(settings=settings, storage=storage, graphs=graphs, assistants=assistants)
+            threads = Threads(storage, graphs)
+            yield cls(
+                settings=settings,
+                storage=storage,
+                graphs=graphs,
+                assistants=assistants,
+                threads=threads,
+                sessions=Sessions(storage, threads),
+            )
+
+    async def doctor(self, *, repair: bool = False) -> list[DoctorFinding]:
+        """Inconsistencies in the database (and, with ``repair``, what was fixed)."""
+        return await self.storage.doctor(repair=repair)
 
     async def invoke(
         self,
@@ -55,8 +73,11 @@ class Runtime:
     ) -> AsyncIterator[tuple[str, Any]]:
         """Run ``graph_id`` on ``thread_id`` in this process, yielding ``(event, data)``.
 
-        Without ``stream_mode`` it yields one ``("values", final_state)``. A run that stops
-        at an interrupt ends with ``("__interrupt__", [...])``; continue it with ``resume``.
+        The thread is created when it does not exist; snapshots and threads whose lifecycle
+        is not active or paused refuse runs. A thread in a session gets the session's shared
+        state (``configurable.session_state``). Without ``stream_mode`` it yields one
+        ``("values", final_state)``. A run that stops at an interrupt ends with
+        ``("__interrupt__", [...])``; continue it with ``resume``.
         The workflow's ``timeout`` (seconds) bounds the whole run.
         """
         if stream_mode is not None and stream_mode not in STREAM_MODES:
@@ -64,14 +85,24 @@ class Runtime:
                 f"unknown stream mode {stream_mode!r}; use one of {', '.join(STREAM_MODES)}"
             )
         entry = self.graphs.entry(graph_id)
+        thread = await self.threads.create(
+            thread_id=thread_id, graph_id=graph_id, if_exists="do_nothing"
+        )
+        check_writable(thread, "run")
+        thread_id = thread.thread_id
+        configurable: dict[str, Any] = {"thread_id": thread_id, "graph_id": graph_id}
+        if thread.session_id is not None:
+            session = await self.sessions.get(thread.session_id)
+            configurable.update(self.sessions.run_config(session))
         config: RunnableConfig = {
-            "configurable": {"thread_id": thread_id, "graph_id": graph_id},
+            "configurable": configurable,
             "metadata": {"graph_id": graph_id},
         }
         graph = await self.graphs.graph(
             graph_id, config, checkpointer=self.storage.checkpointer, store=self.storage.store
         )
         payload: Any = Command(resume=resume) if resume is not None else graph_input
+        finished = False
         try:
             async with asyncio.timeout(entry.timeout):
                 if stream_mode is None:
@@ -81,6 +112,7 @@ class Runtime:
                     mode = cast(StreamMode, stream_mode)
                     async for chunk in graph.astream(payload, config, stream_mode=mode):
                         yield stream_mode, chunk
+            finished = True
         except TimeoutError as e:
             raise RunError(
                 f"the run of {graph_id} on thread {thread_id} passed its timeout of "
@@ -98,6 +130,8 @@ class Runtime:
             raise RunError(
                 f"the run of {graph_id} on thread {thread_id} failed: {type(e).__name__}: {e}"
             ) from e
+        finally:
+            await self.threads.refresh(thread_id, status=None if finished else "error")
         state = await graph.aget_state(config)
         if stream_mode is None:
             yield "values", state.values
