@@ -75,7 +75,7 @@ def test_console_script_is_installed(project: Path) -> None:
     weft = Path(sys.executable).parent / "weft"
     done = subprocess.run([str(weft), "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
-    for command in ("serve", "db", "config"):
+    for command in ("serve", "db", "config", "threads", "sessions", "doctor"):
         assert command in done.stdout
 
 

@@ -23,6 +23,10 @@ from weft.cli import app
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLE_WORKFLOWS = ("human_review", "plan_execute", "react")
 QUESTION = {"messages": [{"role": "user", "content": "What is 2 + 3 * 4?"}]}
+# Thread IDs are UUIDs; fixed ones keep the tests readable.
+REVIEW_YES = "00000000-0000-4000-8000-000000000001"
+REVIEW_NO = "00000000-0000-4000-8000-000000000002"
+T1 = "00000000-0000-4000-8000-000000000003"
 
 runner = CliRunner()
 
@@ -249,7 +253,7 @@ def test_invoke_plan_execute_works_through_the_three_steps(examples: Path) -> No
 def test_human_review_stops_in_one_process_and_resumes_in_another(examples: Path) -> None:
     weft_script = Path(sys.executable).parent / "weft"
     args = ["invoke", "human_review", "--config", str(examples / "weft.yaml")]
-    args += ["--thread-id", "review-yes", "--input", json.dumps(user_says("Where is my order?"))]
+    args += ["--thread-id", REVIEW_YES, "--input", json.dumps(user_says("Where is my order?"))]
     done = subprocess.run(
         [str(weft_script), *args],
         capture_output=True,
@@ -268,7 +272,7 @@ def test_human_review_stops_in_one_process_and_resumes_in_another(examples: Path
     ]
 
     resumed = final_state(
-        invoke(examples, "human_review", "--thread-id", "review-yes", "--resume", '"yes"')
+        invoke(examples, "human_review", "--thread-id", REVIEW_YES, "--resume", '"yes"')
     )
     assert resumed["approval"] == "yes"
     assert resumed["result"].startswith("published:")
@@ -276,24 +280,22 @@ def test_human_review_stops_in_one_process_and_resumes_in_another(examples: Path
 
 
 def test_human_review_answered_no_is_not_published(examples: Path) -> None:
-    first = invoke(
-        examples, "human_review", "--thread-id", "review-no", graph_input=user_says("Hi")
-    )
+    first = invoke(examples, "human_review", "--thread-id", REVIEW_NO, graph_input=user_says("Hi"))
     assert first.exit_code == 0, first.output
     _, interrupts = interrupted(first.stdout)
     assert "Publish this reply? (yes/no)" in interrupts[0]["value"]["prompt"]
 
     resumed = final_state(
-        invoke(examples, "human_review", "--thread-id", "review-no", "--resume", '"no"')
+        invoke(examples, "human_review", "--thread-id", REVIEW_NO, "--resume", '"no"')
     )
     assert resumed["result"].startswith("not published")
     assert "__interrupt__" not in resumed
 
 
 def test_invoke_on_the_same_thread_continues_it(examples: Path) -> None:
-    first = final_state(invoke(examples, "echo", "--thread-id", "t1", graph_input=user_says("hi")))
+    first = final_state(invoke(examples, "echo", "--thread-id", T1, graph_input=user_says("hi")))
     assert messages(first) == [("human", "hi"), ("ai", "HI")]
-    second = invoke(examples, "echo", "--thread-id", "t1", graph_input=user_says("again"))
+    second = invoke(examples, "echo", "--thread-id", T1, graph_input=user_says("again"))
     assert "thread_id:" not in second.stderr  # no new thread announced
     assert messages(final_state(second)) == [
         ("human", "hi"),

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from weft import __version__
-from weft.config import SUPPORTED_ENV_VARS, ConfigWarning, Settings
+from weft.cli_common import ConfigOption, DatabaseOption, fail, json_option, load_settings, out
+from weft.cli_sessions import sessions_app
+from weft.cli_threads import doctor, threads_app
+from weft.config import Settings
 from weft.errors import ConfigError, WeftError
 from weft.jsonable import to_jsonable
-from weft.storage import mask_url, open_storage, parse_url
+from weft.storage import mask_url, open_storage
 
 app = typer.Typer(
     help="weft: a durable, self-hosted runtime for LangGraph agents.",
@@ -31,53 +31,9 @@ graph_app = typer.Typer(help="Look at one registered graph.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(graph_app, name="graph")
-
-out = Console()
-
-ENV_HELP = ", ".join(SUPPORTED_ENV_VARS)
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="weft.yaml or langgraph.json. Default: the first of weft.yaml, weft.yml, "
-        f"langgraph.json in the current folder. Environment overrides: {ENV_HELP}.",
-        show_default=False,
-    ),
-]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="Database URL (sqlite:///PATH, sqlite:///:memory:, postgresql://...); "
-        "overrides the config and WEFT_DATABASE_URL.",
-        show_default=False,
-    ),
-]
-
-
-def _fail(e: WeftError) -> NoReturn:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2 if isinstance(e, ConfigError) else 1)
-
-
-def _settings(config: Path | None, database: str | None = None) -> Settings:
-    env: dict[str, str] = dict(os.environ)
-    if database is not None:
-        try:
-            parse_url(database)
-        except WeftError as e:
-            _fail(ConfigError(f"--database: {e}"))
-        env["WEFT_DATABASE_URL"] = database  # the option wins over the environment
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConfigWarning)
-        try:
-            settings = Settings.load(config, env=env)
-        except WeftError as e:
-            _fail(e)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    return settings
+app.add_typer(threads_app, name="threads")
+app.add_typer(sessions_app, name="sessions")
+app.command("doctor")(doctor)
 
 
 async def _status(settings: Settings) -> tuple[int, list[str], list[str]]:
@@ -97,7 +53,7 @@ def _open_and_report(settings: Settings) -> tuple[int, list[str], list[str]]:
     try:
         return asyncio.run(_status(settings))
     except WeftError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.callback(invoke_without_command=True)
@@ -122,7 +78,7 @@ def serve(
     The HTTP server is not built yet: for now this loads the configuration, opens and
     migrates the database, reports what it found and exits.
     """
-    settings = _settings(config, database)
+    settings = load_settings(config, database)
     version, tables, problems = _open_and_report(settings)
     url = mask_url(settings.database_url)
     where = f"{host or settings.http.host}:{port or settings.http.port}"
@@ -140,7 +96,7 @@ def serve(
 @db_app.command("status")
 def db_status(config: ConfigOption = None, database: DatabaseOption = None) -> None:
     """Open the database, apply pending migrations and print its schema and health."""
-    settings = _settings(config, database)
+    settings = load_settings(config, database)
     version, tables, problems = _open_and_report(settings)
     table = Table(title=f"database {mask_url(settings.database_url)}")
     table.add_column("schema version")
@@ -155,7 +111,7 @@ def db_status(config: ConfigOption = None, database: DatabaseOption = None) -> N
 @db_app.command("migrate")
 def db_migrate(config: ConfigOption = None, database: DatabaseOption = None) -> None:
     """Apply every pending schema migration (opening the database does this too)."""
-    settings = _settings(config, database)
+    settings = load_settings(config, database)
     version, _, _ = _open_and_report(settings)
     out.print(f"database {mask_url(settings.database_url)} is at schema version {version}")
 
@@ -163,7 +119,7 @@ def db_migrate(config: ConfigOption = None, database: DatabaseOption = None) -> 
 @config_app.command("show")
 def config_show(config: ConfigOption = None, database: DatabaseOption = None) -> None:
     """Print the settings weft would use, after environment overrides."""
-    settings = _settings(config, database)
+    settings = load_settings(config, database)
     rows = [
         ("config file", str(settings.config_path or "(none: defaults)")),
         ("database_url", mask_url(settings.database_url)),
@@ -196,7 +152,7 @@ def validate(
     if config is not None or any(
         Path(n).is_file() for n in ("weft.yaml", "weft.yml", "langgraph.json")
     ):
-        known = list(_settings(config).graphs)
+        known = list(load_settings(config).graphs)
     failed = False
     for path in files:
         problems = validate_workflow_file(path, known_graphs=known)
@@ -213,11 +169,11 @@ def validate(
 def _registry(config: Path | None) -> Any:
     from weft.graphs import GraphRegistry
 
-    settings = _settings(config)
+    settings = load_settings(config)
     try:
         return GraphRegistry.load(settings)
     except WeftError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -261,7 +217,7 @@ def graph_show(
     try:
         typer.echo(asyncio.run(draw()))
     except WeftError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -272,7 +228,10 @@ def invoke(
     ] = "{}",
     thread_id: Annotated[
         str | None,
-        typer.Option(help="Continue this thread (default: a new one, printed on stderr)."),
+        typer.Option(
+            help="The thread to run on, a UUID: continues it if it exists, creates it "
+            "otherwise. Default: a new thread, its ID printed on stderr."
+        ),
     ] = None,
     stream: Annotated[
         str | None,
@@ -297,16 +256,16 @@ def invoke(
     from weft.runtime import STREAM_MODES, Runtime
 
     if stream is not None and stream not in STREAM_MODES:
-        _fail(
+        fail(
             ConfigError(
                 f"--stream {stream!r} is not a stream mode; use one of {', '.join(STREAM_MODES)}"
             )
         )
-    graph_input = _json_option("--input", input_json)
-    resume_value = _json_option("--resume", resume) if resume is not None else None
+    graph_input = json_option("--input", input_json)
+    resume_value = json_option("--resume", resume) if resume is not None else None
     if resume is not None and thread_id is None:
-        _fail(ConfigError("--resume needs --thread-id: the thread to resume"))
-    settings = _settings(config, database)
+        fail(ConfigError("--resume needs --thread-id: the thread to resume"))
+    settings = load_settings(config, database)
     tid = thread_id or str(uuid.uuid4())
     if thread_id is None:
         typer.echo(f"thread_id: {tid}", err=True)
@@ -327,14 +286,7 @@ def invoke(
     try:
         asyncio.run(run())
     except WeftError as e:
-        _fail(e)
-
-
-def _json_option(name: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        _fail(ConfigError(f"{name} is not valid JSON: {e.msg} at column {e.colno}"))
+        fail(e)
 
 
 def main() -> None:
