@@ -225,6 +225,19 @@ async def test_branch_of_an_interrupted_thread_can_be_resumed(rt: Runtime) -> No
     assert (await rt.threads.get(source.thread_id)).status == "interrupted"
 
 
+async def test_branch_at_an_answered_interrupt_asks_again(rt: Runtime) -> None:
+    source = await rt.threads.create(graph_id="review")
+    await run(rt, source, {"draft": "d3"})
+    asked_at = (await rt.threads.state(source.thread_id)).checkpoint_id
+    await run(rt, source, resume="yes")
+    assert (await rt.threads.state(source.thread_id)).values["verdict"] == "yes"
+    branch = await rt.threads.branch(source.thread_id, checkpoint_id=asked_at)
+    assert branch.status == "interrupted"
+    assert (await rt.threads.state(branch.thread_id)).next == ["ask"]
+    await run(rt, branch, resume="no")  # the source's answer was not carried over
+    assert (await rt.threads.state(branch.thread_id)).values["verdict"] == "no"
+
+
 async def test_snapshots_are_read_only_and_outlive_their_source(rt: Runtime) -> None:
     source = await rt.threads.create(graph_id="counter")
     await run(rt, source)

@@ -290,7 +290,8 @@ class GraphRegistry:
             )
         except RefError as e:
             raise self._error(graph_id, self._import_problem(ref, e)) from None
-        path = Path(module.__file__) if module.__file__ else None
+        file = getattr(module, "__file__", None)  # `python -c` has a __main__ without one
+        path = Path(file) if file else None
         where = str(path) if path is not None else ref.module
         try:
             value = get_attr(module, ref.attr, where=where)

@@ -238,11 +238,12 @@ async def test_branch_copies_only_the_blobs_of_the_chosen_checkpoint(pg: Postgre
     assert len(source_blobs) > len(wanted)
     (writes,) = await rows(
         pg,
-        "SELECT count(*) AS n FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id = %s",
+        "SELECT count(*) AS n, count(*) FILTER (WHERE channel = '__interrupt__') AS asked "
+        "FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id = %s",
         source.thread_id,
         checkpoint_id,
     )
-    assert writes["n"] > 0  # b's interrupt is a pending write
+    assert writes["n"] > writes["asked"] > 0  # b's interrupt, then what the source did next
 
     branch = await pg.branch_thread(
         new_thread(kind="branch", parent_thread_id=source.thread_id),
@@ -261,7 +262,7 @@ async def test_branch_copies_only_the_blobs_of_the_chosen_checkpoint(pg: Postgre
         "SELECT count(*) AS n FROM checkpoint_writes WHERE thread_id = %s",
         branch.thread_id,
     )
-    assert branch_writes["n"] == writes["n"]
+    assert branch_writes["n"] == writes["asked"]  # an older checkpoint: only its interrupts
     assert branch.counts.checkpoints == 1
     assert (await pg.get_thread(source.thread_id)).counts.branches == 1
     # The source lost nothing.
@@ -299,14 +300,15 @@ async def test_branch_resumed_by_a_real_graph_continues_from_the_copied_state(
     assert history[-1].config["configurable"]["checkpoint_id"] == checkpoint_id
     assert (await pg.get_thread(branch.thread_id)).counts.checkpoints == len(history)
 
-    # Branched again after the source answered: the checkpoint's pending writes (copied with
-    # it) now hold b's answer, so the branch does not ask again and runs c next.
+    # Branched again after the source answered: only the interrupt comes along (not the
+    # source's answer), so the branch asks again and can take another path.
     late = await pg.branch_thread(
         new_thread(kind="branch", parent_thread_id=source.thread_id),
         checkpoint_id=checkpoint_id,
     )
     lcfg = config(late.thread_id)
-    assert await graph.ainvoke(None, lcfg) == {"items": ["a", "b:source", "c"]}
+    assert (await graph.aget_state(lcfg)).next == ("b",)
+    assert await graph.ainvoke(Command(resume="late"), lcfg) == {"items": ["a", "b:late", "c"]}
     assert (await pg.get_thread(source.thread_id)).counts.branches == 2
 
 

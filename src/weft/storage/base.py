@@ -364,8 +364,11 @@ class Storage(ABC):
         checkpoints. In one transaction: check the source is visible to ``owner``
         (NotFoundError) and, for kind ``branch``, that its lifecycle is active or paused
         (ConflictError naming it); copy that checkpoint (parent cleared) and its pending
-        writes into the new thread, whatever the source's history length (O(1) rows; on
-        Postgres also the blobs of its channel versions); insert the thread row, bumping the
+        writes into the new thread (from the source's head: all of them; from an older
+        checkpoint: only its interrupts, so the tasks of that step run again on the branch
+        instead of replaying what the source did next, such as the answer to an interrupt),
+        whatever the source's history length (O(1) rows; on Postgres also the blobs of its
+        channel versions); insert the thread row, bumping the
         source's ``branches`` count for kind ``branch``. A checkpoint the source does not
         have is a NotFoundError: ``checkpoint {id} not found in thread {source}``.
         """
@@ -385,8 +388,8 @@ class Storage(ABC):
         Refused (ConflictError, via :func:`weft.schema.check_writable`) for snapshots and
         threads that are not active or paused. Inserts one checkpoint ``new_checkpoint_id``
         (its ``id`` and ``ts`` rewritten, parent = ``checkpoint_id``) with the target's
-        content, channel versions and metadata plus ``source: "rollback"`` and
-        ``rollback: {from, to}``; pending writes are not copied (the next run redoes the
+        content, channel versions and metadata (without ``run_id``) plus ``source: "rollback"``
+        and ``rollback: {from, to}``; pending writes are not copied (the next run redoes the
         tasks). Appends :class:`weft.schema.Rollback` ``{from: old head, to, at}`` to the
         thread's ``rollbacks`` and applies ``patch``. Deletes nothing; touches O(1) rows.
         A checkpoint the thread does not have: ``checkpoint {id} not found in thread {tid}``.

@@ -127,7 +127,14 @@ INSERT INTO checkpoint_writes (
 SELECT %s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
 FROM checkpoint_writes
 WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s
+    AND (channel = '__interrupt__' OR %s)
 """
+
+# The newest root checkpoint of a thread, by the primary key. Parameter: (thread,).
+_HEAD_SQL = (
+    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s "
+    "AND checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1"
+)
 
 # --- rollback_thread: a new head with the target's content ------------------------------------
 # Parameters: (new id, new id, ts, old head, target, thread, target).
@@ -138,7 +145,7 @@ INSERT INTO checkpoints (
 )
 SELECT thread_id, checkpoint_ns, %s, checkpoint_id, type,
     jsonb_set(jsonb_set(checkpoint, '{id}', to_jsonb(%s::text)), '{ts}', to_jsonb(%s::text)),
-    metadata || jsonb_build_object(
+    (metadata - 'run_id') || jsonb_build_object(
         'source', 'rollback',
         'rollback', jsonb_build_object('from', %s::text, 'to', %s::text)
     )
@@ -268,8 +275,11 @@ class PostgresThreadStorage(PostgresBase):
             if not await insert_thread(conn, thread, messages=thread.counts.messages):
                 raise ConflictError(f"thread {thread.thread_id} already exists")
             params = (thread.thread_id, source_id, checkpoint_id)
-            for sql in (_BRANCH_CHECKPOINT_SQL, _BRANCH_BLOBS_SQL, _BRANCH_WRITES_SQL):
-                await conn.execute(sql, params)
+            await conn.execute(_BRANCH_CHECKPOINT_SQL, params)
+            await conn.execute(_BRANCH_BLOBS_SQL, params)
+            head = await (await conn.execute(_HEAD_SQL, (source_id,))).fetchone()
+            at_head = head is not None and str(head["checkpoint_id"]) == checkpoint_id
+            await conn.execute(_BRANCH_WRITES_SQL, (*params, at_head))
             return await get_thread_row(conn, thread.thread_id, None)
 
     async def rollback_thread(
@@ -285,12 +295,7 @@ class PostgresThreadStorage(PostgresBase):
             current = await get_thread_row(conn, thread_id, owner, lock="UPDATE")
             check_writable(current, "rollback")
             await _require_checkpoint(conn, thread_id, checkpoint_id)
-            cur = await conn.execute(
-                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s "
-                "AND checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1",
-                (thread_id,),
-            )
-            head = await cur.fetchone()
+            head = await (await conn.execute(_HEAD_SQL, (thread_id,))).fetchone()
             old_head = str(head["checkpoint_id"]) if head else checkpoint_id
             await conn.execute(
                 _ROLLBACK_CHECKPOINT_SQL,

@@ -166,8 +166,14 @@ class SqliteThreadStorage(Storage):
                 "task_id, task_path, idx, channel, type, value) "
                 "SELECT ?, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, "
                 "value FROM checkpoint_writes "
-                "WHERE thread_id = ? AND checkpoint_ns = '' AND checkpoint_id = ?",
-                (thread.thread_id, source_id, checkpoint_id),
+                "WHERE thread_id = ? AND checkpoint_ns = '' AND checkpoint_id = ? "
+                "AND (channel = '__interrupt__' OR ?)",
+                (
+                    thread.thread_id,
+                    source_id,
+                    checkpoint_id,
+                    _head(conn, source_id) == checkpoint_id,
+                ),
             )
             return _get(conn, thread.thread_id, None)
 
@@ -194,17 +200,14 @@ class SqliteThreadStorage(Storage):
             ).fetchone()
             if target is None:
                 raise NotFoundError(f"checkpoint {checkpoint_id} not found in thread {thread_id}")
-            head = conn.execute(
-                "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
-                "ORDER BY checkpoint_id DESC LIMIT 1",
-                (thread_id,),
-            ).fetchone()[0]
-            run_id, type_, blob, metadata = target
+            head = _head(conn, thread_id)
+            _, type_, blob, metadata = target
             checkpoint = serde.loads_typed((type_, blob))
             checkpoint["id"] = new_checkpoint_id
             checkpoint["ts"] = datetime.now(UTC).isoformat()
             new_type, new_blob = serde.dumps_typed(checkpoint)
             meta = json.loads(metadata)
+            meta.pop("run_id", None)  # no run made it: delete_for_runs must not take it
             meta["source"] = "rollback"
             meta["rollback"] = {"from": head, "to": checkpoint_id}
             conn.execute(
@@ -215,7 +218,7 @@ class SqliteThreadStorage(Storage):
                     thread_id,
                     new_checkpoint_id,
                     checkpoint_id,
-                    run_id,
+                    None,
                     new_type,
                     new_blob,
                     json.dumps(meta, ensure_ascii=False, sort_keys=True),
@@ -367,6 +370,16 @@ def _get(conn: sqlite3.Connection, thread_id: str, owner: str | None) -> Thread:
     if row is None:
         raise NotFoundError(f"thread {thread_id} not found")
     return _thread(row)
+
+
+def _head(conn: sqlite3.Connection, thread_id: str) -> str | None:
+    """The newest root checkpoint of a thread (by the primary key)."""
+    row = conn.execute(
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+        "ORDER BY checkpoint_id DESC LIMIT 1",
+        (thread_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _require_checkpoint(conn: sqlite3.Connection, thread_id: str, checkpoint_id: str) -> None:
