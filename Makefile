@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/checkpointer.py
 	$(BIN)/python bench/workflows.py
+	$(BIN)/python bench/threads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
