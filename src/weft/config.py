@@ -84,7 +84,16 @@ LANGGRAPH_IGNORED_KEYS = frozenset(
 )
 """langgraph.json keys that LangGraph defines and weft accepts without using them."""
 
-FILE_KEYS = ("database_url", "graphs", "env", "dependencies", "http", "sqlite", "postgres")
+FILE_KEYS = (
+    "database_url",
+    "graphs",
+    "env",
+    "dependencies",
+    "http",
+    "sqlite",
+    "postgres",
+    "runs",
+)
 """Keys of a weft.yaml file (and of the ``weft`` object in langgraph.json)."""
 
 _LANGGRAPH_KEYS = ("graphs", "env", "dependencies", "weft")
@@ -124,8 +133,24 @@ class PostgresSettings(BaseModel):
     pool_size: Annotated[int, Field(ge=1, le=1000)] = 10
 
 
+class RunsSettings(BaseModel):
+    """The run engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: Annotated[int, Field(ge=1, le=10000)] = 64
+    """Runs executing at once in this process."""
+    default_timeout: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds a run may take when its workflow sets no ``timeout``."""
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    """Attempts of a run whose failure is the infrastructure's (the database), not the graph's."""
+    allow_private_webhooks: bool = False
+    """Allow webhooks to loopback, private and link-local addresses (off: refused)."""
+
+
 _SECTIONS: dict[str, type[BaseModel]] = {
     "http": HttpSettings,
+    "runs": RunsSettings,
     "sqlite": SqliteSettings,
     "postgres": PostgresSettings,
 }
@@ -148,6 +173,7 @@ class Settings(BaseModel):
     """Variables for the graphs: a mapping, or the path of a .env file."""
     dependencies: list[str] = Field(default_factory=list)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    runs: RunsSettings = Field(default_factory=RunsSettings)
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     ignored_keys: tuple[str, ...] = ()

@@ -248,6 +248,110 @@ class ThreadState(BaseModel):
         return self.model_dump(mode="json")
 
 
+# --- runs ------------------------------------------------------------------------------------
+
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+INFLIGHT_STATUSES: tuple[str, ...] = ("pending", "running")
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+MULTITASK_STRATEGIES: tuple[str, ...] = get_args(MultitaskStrategy)
+
+
+class Run(BaseModel):
+    """One execution of a thread's workflow (the Platform's run record)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    thread_id: str | None
+    assistant_id: str
+    status: RunStatus = "pending"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """The request as admitted (input, command, config, stream modes, ...), JSON."""
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    attempt: int = 0
+    """How many times execution started (recovery and retries start it again)."""
+    error: str | None = None
+    owner: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"owner", "error", "started_at", "ended_at"})
+
+
+StreamModeName = Literal[
+    "values",
+    "updates",
+    "messages",
+    "messages-tuple",
+    "events",
+    "debug",
+    "custom",
+    "tasks",
+    "checkpoints",
+]
+STREAM_MODE_NAMES: tuple[str, ...] = get_args(StreamModeName)
+
+
+class RunCommand(BaseModel):
+    """``command``: resume an interrupt, go to nodes, and/or update the state."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resume: Any = None
+    goto: Any = None
+    update: Any = None
+
+
+class RunRequest(BaseModel):
+    """The options of a run, as the Platform's ``RunCreate`` names them.
+
+    Unknown options are refused (extra="forbid"), naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: Any = None
+    command: RunCommand | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_id: str | None = None
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    stream_mode: StreamModeName | list[StreamModeName] = "values"
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["reject", "create"] = "reject"
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] | None = None
+    after_seconds: float | None = Field(default=None, ge=0)
+    durability: Literal["sync", "async", "exit"] | None = None
+    checkpoint_during: bool | None = None
+    webhook: str | None = None
+
+    @property
+    def stream_modes(self) -> list[str]:
+        modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode
+        return list(dict.fromkeys(modes)) or ["values"]
+
+
+class RunEvent(BaseModel):
+    """One event of a run's stream; ``seq`` counts 1, 2, ... within the run (the SSE id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    event: str
+    data: Any
+
+
 # --- sessions --------------------------------------------------------------------------------
 
 SessionStatus = Literal["active", "completed", "failed", "cancelled", "archived"]
@@ -303,11 +407,15 @@ class Interaction(BaseModel):
 
 __all__ = [
     "ASSISTANT_FIELDS",
+    "INFLIGHT_STATUSES",
     "INTERACTION_KINDS",
     "LIFECYCLES",
     "LIFECYCLE_MOVES",
+    "MULTITASK_STRATEGIES",
     "RUNNABLE_LIFECYCLES",
+    "RUN_STATUSES",
     "SESSION_STATUSES",
+    "STREAM_MODE_NAMES",
     "THREAD_FIELDS",
     "THREAD_KINDS",
     "THREAD_STATUSES",
@@ -317,7 +425,13 @@ __all__ = [
     "Interaction",
     "InteractionKind",
     "Lifecycle",
+    "MultitaskStrategy",
     "Rollback",
+    "Run",
+    "RunCommand",
+    "RunEvent",
+    "RunRequest",
+    "RunStatus",
     "Session",
     "SessionStatus",
     "Thread",

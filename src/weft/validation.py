@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from weft.errors import UnprocessableEntityError
 
 
@@ -44,3 +46,23 @@ def json_object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any] | 
     except (TypeError, ValueError) as e:
         raise UnprocessableEntityError(f"{what} must be JSON: {e}") from None
     return copied
+
+
+def pydantic_message(e: ValidationError) -> str:
+    """A pydantic error as one line naming each field: unsupported fields first."""
+    unknown: list[str] = []
+    problems: list[str] = []
+    for err in e.errors():
+        # union members add a tag such as "literal['a','b']" to the path: leave it out
+        where = ".".join(str(p) for p in err["loc"] if isinstance(p, int) or str(p).isidentifier())
+        if err["type"] == "extra_forbidden":
+            unknown.append(where)
+        elif err["type"] == "literal_error":
+            problems.append(f"{where}: {err['msg'].replace('Input should be', 'must be')}")
+        elif where not in {p.split(":")[0] for p in problems}:
+            problems.append(f"{where}: {err['msg']}")
+    parts = []
+    if unknown:
+        parts.append(f"unsupported field(s): {', '.join(unknown)}")
+    parts.extend(dict.fromkeys(problems))
+    return "; ".join(parts)

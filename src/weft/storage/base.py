@@ -17,6 +17,9 @@ from weft.schema import (
     Interaction,
     InteractionKind,
     Lifecycle,
+    Run,
+    RunEvent,
+    RunStatus,
     Session,
     SessionStatus,
     Thread,
@@ -501,6 +504,89 @@ class Storage(ABC):
     ) -> list[Interaction]:
         """Entries with ``seq > after``, oldest first, at most ``limit``, optionally only
         ``kinds`` (NotFoundError when the session is missing or unseen)."""
+
+    # --- runs ---------------------------------------------------------------------------
+    #
+    # The ``runs`` and ``run_events`` tables of migration 1. ``count_runs`` of the thread is
+    # kept by the migration-2 triggers. A run whose ``thread_id`` is None is stateless.
+
+    @abstractmethod
+    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
+        """Insert ``run`` (status ``pending``) following its ``multitask_strategy``, in one
+        transaction that serialises admissions on the same thread (SQLite: the writer;
+        Postgres: ``SELECT ... FOR UPDATE`` of the thread row).
+
+        Returns the thread's runs that were in flight (``pending`` or ``running``) before it,
+        oldest first. With ``reject`` and any in flight: ConflictError
+        ``thread {tid} is busy: run {rid} is {status} (multitask_strategy='reject')``, and
+        nothing is written. With ``interrupt``/``rollback`` the in-flight runs that are still
+        ``pending`` are set to ``interrupted`` here (they never start); the running ones are
+        left to the caller to cancel. The thread's ``status`` becomes ``busy``. The thread
+        must exist and be visible (NotFoundError); stateless runs skip all of this.
+        """
+
+    @abstractmethod
+    async def get_run(
+        self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
+    ) -> Run:
+        """One run; with ``thread_id`` it must belong to that thread. NotFoundError
+        ``run {run_id} not found`` (``... not found in thread {tid}`` with a thread)."""
+
+    @abstractmethod
+    async def list_runs(
+        self,
+        thread_id: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        owner: str | None = None,
+    ) -> list[Run]:
+        """A thread's runs, newest first (ties by run ID). NotFoundError for the thread."""
+
+    @abstractmethod
+    async def runs_with_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
+        """Every run (any thread, stateless too) in one of ``statuses``, oldest first."""
+
+    @abstractmethod
+    async def claim_run(self, run_id: str, *, started_at: datetime) -> Run | None:
+        """Move a ``pending`` run to ``running`` (``attempt`` + 1, ``started_at``) if no other
+        run of its thread is ``running``, and it is the oldest ``pending`` one of its thread
+        (FIFO). Return it, or None (changing nothing) when it may not start now or is no
+        longer pending. Stateless runs are always claimable while pending."""
+
+    @abstractmethod
+    async def requeue_run(self, run_id: str, *, updated_at: datetime) -> Run:
+        """Put a ``running`` run back to ``pending`` (crash recovery, retries)."""
+
+    @abstractmethod
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        error: str | None,
+        ended_at: datetime,
+        thread_patch: ThreadPatch | None = None,
+    ) -> Run:
+        """Set a run's final ``status`` and ``error`` (from ``pending`` or ``running``;
+        ConflictError ``run {rid} already ended ({status})`` otherwise) and, in the same
+        transaction, apply ``thread_patch`` to its thread (values, interrupts, status, ...)
+        except that the thread's status stays ``busy`` while another run of it is in flight.
+        """
+
+    @abstractmethod
+    async def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete runs with their events (not their checkpoints: the checkpointer's
+        ``adelete_for_runs`` does that)."""
+
+    @abstractmethod
+    async def append_run_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        """Store events of a run (their ``seq`` are new and increasing), one transaction."""
+
+    @abstractmethod
+    async def run_events(self, run_id: str, *, after: int = 0) -> list[RunEvent]:
+        """The stored events of a run with ``seq > after``, in order."""
 
     # --- doctor -------------------------------------------------------------------------
 

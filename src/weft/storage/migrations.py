@@ -346,6 +346,21 @@ MIGRATIONS = (
     ),
 )
 
+# --- version 3: the run queue's lookups -------------------------------------------------------
+
+# A thread's in-flight runs (admission, finish) and its oldest pending one (FIFO claim).
+_V3 = ("CREATE INDEX runs_thread_status ON runs (thread_id, status, created_at, run_id)",)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=3,
+        description="runs index for in-flight lookups and FIFO claims",
+        sqlite=_V3,
+        postgres=_V3,
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from weft.errors import StorageError
 from weft.storage.migrations import SCHEMA_TABLE_POSTGRES, pending
 from weft.storage.postgres_assistants import PostgresAssistantStorage
+from weft.storage.postgres_runs import PostgresRunStorage
 from weft.storage.postgres_sessions import PostgresDoctor, PostgresSessionStorage
 from weft.storage.postgres_threads import (
     COPY_BLOBS_SQL,
@@ -184,7 +185,11 @@ Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
 class PostgresStorage(
-    PostgresAssistantStorage, PostgresThreadStorage, PostgresSessionStorage, PostgresDoctor
+    PostgresAssistantStorage,
+    PostgresThreadStorage,
+    PostgresSessionStorage,
+    PostgresRunStorage,
+    PostgresDoctor,
 ):
     """weft's storage on PostgreSQL. Obtain one with :func:`weft.storage.open_storage`."""
 

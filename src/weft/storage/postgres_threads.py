@@ -37,6 +37,7 @@ from weft.storage.postgres_assistants import Conn, PostgresBase
 
 __all__ = [
     "PostgresThreadStorage",
+    "apply_patch",
     "delete_threads",
     "get_thread_row",
     "insert_thread",
@@ -210,7 +211,7 @@ class PostgresThreadStorage(PostgresBase):
             current = await get_thread_row(conn, thread_id, owner, lock="UPDATE")
             if patch.lifecycle is not None:
                 check_lifecycle_move(thread_id, current.lifecycle, patch.lifecycle)
-            await _apply(conn, current, patch, lifecycle=patch.lifecycle)
+            await apply_patch(conn, current, patch, lifecycle=patch.lifecycle)
             return await get_thread_row(conn, thread_id, None)
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
@@ -317,7 +318,7 @@ class PostgresThreadStorage(PostgresBase):
                 "WHERE thread_id = %s",
                 (Jsonb(mark.model_dump(by_alias=True)), thread_id),
             )
-            await _apply(conn, current, patch, lifecycle=None)
+            await apply_patch(conn, current, patch, lifecycle=None)
             return await get_thread_row(conn, thread_id, None)
 
     async def copy_thread(
@@ -487,7 +488,9 @@ async def insert_thread(conn: Conn, t: Thread, *, messages: int) -> bool:
     return await cur.fetchone() is not None
 
 
-async def _apply(conn: Conn, current: Thread, patch: ThreadPatch, *, lifecycle: str | None) -> None:
+async def apply_patch(
+    conn: Conn, current: Thread, patch: ThreadPatch, *, lifecycle: str | None
+) -> None:
     """Write ``patch`` (and ``lifecycle``, already checked) onto the locked row ``current``."""
     name = patch.name if patch.name is not None else current.name
     if current.session_id is not None and name is not None and name != current.name:

@@ -14,13 +14,16 @@ from weft.storage.migrations import SCHEMA_TABLE_SQLITE, pending
 from weft.storage.sqlite_assistants import SqliteAssistantStorage
 from weft.storage.sqlite_checkpointer import SqliteCheckpointer
 from weft.storage.sqlite_engine import SqliteEngine
+from weft.storage.sqlite_runs import SqliteRunStorage
 from weft.storage.sqlite_sessions import SqliteSessionStorage
 from weft.storage.sqlite_store import SqliteStore
 from weft.storage.sqlite_threads import SqliteThreadStorage
 from weft.storage.urls import DatabaseUrl
 
 
-class SqliteStorage(SqliteAssistantStorage, SqliteThreadStorage, SqliteSessionStorage):
+class SqliteStorage(
+    SqliteAssistantStorage, SqliteThreadStorage, SqliteSessionStorage, SqliteRunStorage
+):
     dialect = "sqlite"
 
     def __init__(self, url: DatabaseUrl, engine: SqliteEngine, store: SqliteStore) -> None:

@@ -1,0 +1,332 @@
+"""Runs and their stored events on SQLite: one writer job per change.
+
+The single writer thread runs jobs one after another, so an admission or a claim reads the
+thread's in-flight runs and writes its decision without any other writer in between: two
+admissions on one thread, or two claimers of one run, are serialised by the writer itself.
+The thread's ``count_runs`` is kept by the migration-2 triggers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from weft.errors import BadRequestError, ConflictError, NotFoundError
+from weft.schema import INFLIGHT_STATUSES, Run, RunEvent, RunStatus, check_lifecycle_move
+from weft.storage.base import Storage, ThreadPatch
+from weft.storage.sqlite_engine import SqliteEngine
+from weft.storage.sqlite_rows import _dumps, _owner_clause, _parse_ts, _ts
+from weft.storage.sqlite_threads import _apply, _get
+
+_COLUMNS = (
+    "run_id, thread_id, assistant_id, status, metadata, kwargs, multitask_strategy, attempt, "
+    "error, owner, created_at, updated_at, started_at, ended_at"
+)
+INFLIGHT_SQL = (
+    f"SELECT {_COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')"
+)
+"""A thread's in-flight runs (served by the ``runs_thread_status`` index; sorted by the caller,
+since an ORDER BY would make the planner prefer the ``runs_thread_id`` index)."""
+OLDEST_PENDING_SQL = (
+    "SELECT run_id FROM runs WHERE thread_id = ? AND status = 'pending' "
+    "ORDER BY created_at, run_id LIMIT 1"
+)
+"""The run a FIFO claim on a thread may start (served by the ``runs_thread_status`` index)."""
+
+
+class SqliteRunStorage(Storage):
+    """The run methods of :class:`weft.storage.sqlite.SqliteStorage`."""
+
+    engine: SqliteEngine
+
+    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
+        return await self.engine.write(lambda conn: _admit(conn, run, owner))
+
+    async def get_run(
+        self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
+    ) -> Run:
+        def read(conn: sqlite3.Connection) -> Run:
+            sql = f"SELECT {_prefixed('r')} FROM runs r WHERE r.run_id = ?"
+            params: list[Any] = [run_id]
+            if thread_id is not None:
+                sql += " AND r.thread_id = ?"
+                params.append(thread_id)
+            if owner is not None:
+                sql += (
+                    " AND (r.owner IS NULL OR r.owner = ?) AND (r.thread_id IS NULL OR EXISTS "
+                    "(SELECT 1 FROM threads t WHERE t.thread_id = r.thread_id "
+                    "AND (t.owner IS NULL OR t.owner = ?)))"
+                )
+                params.extend([owner, owner])
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                where = f" in thread {thread_id}" if thread_id is not None else ""
+                raise NotFoundError(f"run {run_id} not found{where}")
+            return _run(row)
+
+        return await self.engine.read(read)
+
+    async def list_runs(
+        self,
+        thread_id: str,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        owner: str | None = None,
+    ) -> list[Run]:
+        def read(conn: sqlite3.Connection) -> list[Run]:
+            _get(conn, thread_id, owner)
+            seen, params = _owner_clause(owner)
+            where = "thread_id = ?" + seen
+            args: list[Any] = [thread_id, *params]
+            if status is not None:
+                where += " AND status = ?"
+                args.append(status)
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE {where} "
+                "ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            return [_run(r) for r in rows]
+
+        return await self.engine.read(read)
+
+    async def runs_with_status(self, statuses: Sequence[RunStatus]) -> list[Run]:
+        wanted = list(dict.fromkeys(statuses))
+        if not wanted:
+            return []
+
+        def read(conn: sqlite3.Connection) -> list[Run]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({','.join('?' * len(wanted))}) "
+                "ORDER BY created_at, run_id",
+                wanted,
+            ).fetchall()
+            return [_run(r) for r in rows]
+
+        return await self.engine.read(read)
+
+    async def claim_run(self, run_id: str, *, started_at: datetime) -> Run | None:
+        return await self.engine.write(lambda conn: _claim(conn, run_id, started_at))
+
+    async def requeue_run(self, run_id: str, *, updated_at: datetime) -> Run:
+        def write(conn: sqlite3.Connection) -> Run:
+            current = _require(conn, run_id)
+            if current.status != "running":
+                raise ConflictError(
+                    f"run {run_id} is {current.status}: only a running run can be requeued"
+                )
+            conn.execute(
+                "UPDATE runs SET status = 'pending', updated_at = ? WHERE run_id = ?",
+                (_ts(updated_at), run_id),
+            )
+            return _require(conn, run_id)
+
+        return await self.engine.write(write)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        error: str | None,
+        ended_at: datetime,
+        thread_patch: ThreadPatch | None = None,
+    ) -> Run:
+        if status in INFLIGHT_STATUSES:
+            raise BadRequestError(f"finish_run needs a final status, not {status!r}")
+
+        def write(conn: sqlite3.Connection) -> Run:
+            current = _require(conn, run_id)
+            if current.status not in INFLIGHT_STATUSES:
+                raise ConflictError(f"run {run_id} already ended ({current.status})")
+            conn.execute(
+                "UPDATE runs SET status = ?, error = ?, ended_at = ?, updated_at = ? "
+                "WHERE run_id = ?",
+                (status, error, _ts(ended_at), _ts(ended_at), run_id),
+            )
+            if current.thread_id is not None and thread_patch is not None:
+                _patch_thread(conn, current.thread_id, thread_patch)
+            return _require(conn, run_id)
+
+        return await self.engine.write(write)
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            marks = ",".join("?" * len(ids))
+            conn.execute(f"DELETE FROM run_events WHERE run_id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", ids)
+
+        await self.engine.write(write)
+
+    async def append_run_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        if not events:
+            return
+        rows = [(run_id, e.seq, e.event, _dumps(e.data)) for e in events]
+
+        def write(conn: sqlite3.Connection) -> None:
+            _require(conn, run_id)
+            try:
+                conn.executemany(
+                    "INSERT INTO run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)", rows
+                )
+            except sqlite3.IntegrityError as e:
+                seqs = ", ".join(str(r[1]) for r in rows)
+                raise ConflictError(f"run {run_id} already has an event among seq {seqs}") from e
+
+        await self.engine.write(write)
+
+    async def run_events(self, run_id: str, *, after: int = 0) -> list[RunEvent]:
+        def read(conn: sqlite3.Connection) -> list[RunEvent]:
+            rows = conn.execute(
+                "SELECT seq, event, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after),
+            ).fetchall()
+            return [RunEvent(seq=r[0], event=r[1], data=json.loads(r[2])) for r in rows]
+
+        return await self.engine.read(read)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def _admit(conn: sqlite3.Connection, run: Run, owner: str | None) -> list[Run]:
+    if _find(conn, run.run_id) is not None:
+        raise ConflictError(f"run {run.run_id} already exists")
+    new = run.model_copy(update={"status": "pending"})
+    if run.thread_id is None:
+        _insert(conn, new)
+        return []
+    thread_id = run.thread_id
+    _get(conn, thread_id, owner)
+    inflight = _inflight(conn, thread_id)
+    if inflight and run.multitask_strategy == "reject":
+        first = inflight[0]
+        raise ConflictError(
+            f"thread {thread_id} is busy: run {first.run_id} is {first.status} "
+            "(multitask_strategy='reject')"
+        )
+    if run.multitask_strategy in ("interrupt", "rollback"):
+        stopped = [r.run_id for r in inflight if r.status == "pending"]
+        if stopped:
+            at = _ts(run.created_at)
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = ?, ended_at = ? "
+                f"WHERE run_id IN ({','.join('?' * len(stopped))})",
+                (at, at, *stopped),
+            )
+            inflight = [_require(conn, r.run_id) for r in inflight]
+    _insert(conn, new)
+    conn.execute(
+        "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?",
+        (_ts(run.created_at), thread_id),
+    )
+    return inflight
+
+
+def _claim(conn: sqlite3.Connection, run_id: str, started_at: datetime) -> Run | None:
+    current = _find(conn, run_id)
+    if current is None or current.status != "pending":
+        return None
+    if current.thread_id is not None:
+        busy = conn.execute(
+            "SELECT 1 FROM runs WHERE thread_id = ? AND status = 'running' LIMIT 1",
+            (current.thread_id,),
+        ).fetchone()
+        if busy is not None:
+            return None
+        first = conn.execute(OLDEST_PENDING_SQL, (current.thread_id,)).fetchone()
+        if first[0] != run_id:
+            return None
+    at = _ts(started_at)
+    conn.execute(
+        "UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = ?, "
+        "updated_at = ? WHERE run_id = ?",
+        (at, at, run_id),
+    )
+    return _require(conn, run_id)
+
+
+def _patch_thread(conn: sqlite3.Connection, thread_id: str, patch: ThreadPatch) -> None:
+    """``patch`` applied as update_thread does, the status kept busy while a run is in flight."""
+    thread = _get(conn, thread_id, None)
+    if _inflight(conn, thread_id):
+        patch = dataclasses.replace(patch, status="busy")
+    if patch.lifecycle is not None:
+        check_lifecycle_move(thread_id, thread.lifecycle, patch.lifecycle)
+    _apply(conn, thread, patch, lifecycle=patch.lifecycle)
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    return Run(
+        run_id=row[0],
+        thread_id=row[1],
+        assistant_id=row[2],
+        status=row[3],
+        metadata=json.loads(row[4]),
+        kwargs=json.loads(row[5]),
+        multitask_strategy=row[6],
+        attempt=row[7],
+        error=row[8],
+        owner=row[9],
+        created_at=_parse_ts(row[10]),
+        updated_at=_parse_ts(row[11]),
+        started_at=_parse_ts(row[12]) if row[12] is not None else None,
+        ended_at=_parse_ts(row[13]) if row[13] is not None else None,
+    )
+
+
+def _find(conn: sqlite3.Connection, run_id: str) -> Run | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return _run(row) if row is not None else None
+
+
+def _require(conn: sqlite3.Connection, run_id: str) -> Run:
+    found = _find(conn, run_id)
+    if found is None:
+        raise NotFoundError(f"run {run_id} not found")
+    return found
+
+
+def _inflight(conn: sqlite3.Connection, thread_id: str) -> list[Run]:
+    """The thread's pending and running runs, oldest first."""
+    rows = conn.execute(INFLIGHT_SQL, (thread_id,)).fetchall()
+    return sorted((_run(r) for r in rows), key=lambda r: (r.created_at, r.run_id))
+
+
+def _insert(conn: sqlite3.Connection, r: Run) -> None:
+    conn.execute(
+        f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            r.run_id,
+            r.thread_id,
+            r.assistant_id,
+            r.status,
+            _dumps(r.metadata),
+            _dumps(r.kwargs),
+            r.multitask_strategy,
+            r.attempt,
+            r.error,
+            r.owner,
+            _ts(r.created_at),
+            _ts(r.updated_at),
+            _ts(r.started_at) if r.started_at is not None else None,
+            _ts(r.ended_at) if r.ended_at is not None else None,
+        ),
+    )
