@@ -89,7 +89,10 @@ async def rt(
                     "counter": "./steps.py:counter",
                     "review": "./steps.py:review",
                     "tally": "./steps.py:tally_graph",
-                }
+                    "slow": "./steps.py:slow",
+                    "failing": "./steps.py:failing",
+                },
+                "weft": {"runs": {"default_timeout": 5}},
             }
         )
     )

@@ -16,11 +16,15 @@ from weft.assistants import Assistants
 from weft.config import Settings
 from weft.errors import BadRequestError, RunError, WeftError
 from weft.graphs import GraphRegistry
+from weft.runner import Runner
+from weft.runs import Runs
 from weft.schema import check_writable
 from weft.sessions import Sessions
 from weft.storage import Storage, open_storage
 from weft.storage.base import DoctorFinding
+from weft.streams import RunStreams
 from weft.threads import Threads
+from weft.webhooks import Webhooks
 
 STREAM_MODES = ("values", "updates", "messages", "custom", "debug", "tasks", "checkpoints")
 
@@ -35,6 +39,7 @@ class Runtime:
     assistants: Assistants
     threads: Threads
     sessions: Sessions
+    runs: Runs
 
     @classmethod
     @asynccontextmanager
@@ -49,14 +54,40 @@ class Runtime:
             assistants = Assistants(storage, graphs)
             await assistants.ensure_system_assistants()
             threads = Threads(storage, graphs)
-            yield cls(
-                settings=settings,
-                storage=storage,
-                graphs=graphs,
-                assistants=assistants,
-                threads=threads,
-                sessions=Sessions(storage, threads),
+            sessions = Sessions(storage, threads)
+            streams = RunStreams(storage)
+            runner = Runner(
+                storage,
+                graphs,
+                assistants,
+                threads,
+                sessions,
+                streams,
+                default_timeout=settings.runs.default_timeout,
             )
+            runs = Runs(
+                storage,
+                assistants,
+                threads,
+                runner,
+                streams,
+                Webhooks(allow_private=settings.runs.allow_private_webhooks),
+                concurrency=settings.runs.concurrency,
+                max_attempts=settings.runs.max_attempts,
+            )
+            await runs.start()
+            try:
+                yield cls(
+                    settings=settings,
+                    storage=storage,
+                    graphs=graphs,
+                    assistants=assistants,
+                    threads=threads,
+                    sessions=sessions,
+                    runs=runs,
+                )
+            finally:
+                await runs.stop()
 
     async def doctor(self, *, repair: bool = False) -> list[DoctorFinding]:
         """Inconsistencies in the database (and, with ``repair``, what was fixed)."""

@@ -1,0 +1,275 @@
+"""Executes one run: the graph's ``astream`` turned into the Platform's stream events.
+
+The only module that drives graphs for runs. It publishes ``metadata`` first, then one event
+per chunk (``mode`` or ``mode|ns`` for subgraphs), an ``error`` event on failure, and ends
+the run with its final status: ``success`` (also when it stopped at a human interrupt: the
+thread is then ``interrupted``), ``error``, ``timeout``, or ``interrupted`` when cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphRecursionError
+from langgraph.types import Command, StreamMode
+
+from weft.assistants import Assistants
+from weft.errors import StorageError, WeftError
+from weft.graphs import GraphRegistry
+from weft.jsonable import to_jsonable
+from weft.schema import Run, RunRequest, RunStatus
+from weft.sessions import Sessions
+from weft.storage import Storage
+from weft.streams import RunStreams
+from weft.threads import Threads
+
+
+@dataclass
+class Outcome:
+    """How a run ended, and what ``wait``/``join`` return for it."""
+
+    status: RunStatus
+    result: Any
+    error: str | None = None
+    retry: bool = False
+
+
+class Runner:
+    """Runs one admitted run at a time per call; shared by every run of the process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        graphs: GraphRegistry,
+        assistants: Assistants,
+        threads: Threads,
+        sessions: Sessions,
+        streams: RunStreams,
+        *,
+        default_timeout: float = 3600.0,
+    ) -> None:
+        self.storage = storage
+        self.graphs = graphs
+        self.assistants = assistants
+        self.threads = threads
+        self.sessions = sessions
+        self.streams = streams
+        self.default_timeout = default_timeout
+
+    async def execute(self, run: Run) -> Outcome:
+        """Run ``run`` (already ``running``) to its end and publish its events.
+
+        The caller closes the stream and records the outcome; it cancels a run by cancelling
+        the task that awaits this (``CancelledError`` passes through untouched).
+        """
+        request = RunRequest.model_validate(run.kwargs)
+        self.streams.publish(run.run_id, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
+        try:
+            assistant = await self.assistants.get(run.assistant_id)
+            graph_id = assistant.graph_id
+            entry = self.graphs.entry(graph_id)
+            config = await self._config(run, request, assistant.config, graph_id)
+            graph = await self.graphs.graph(
+                graph_id,
+                config,
+                checkpointer=self.storage.checkpointer,
+                store=self.storage.store,
+            )
+            payload = _payload(request)
+            if run.attempt > 1 and await self._started_before(run, config):
+                payload = None  # taken up again: continue from its last checkpoint
+            modes = request.stream_modes
+            lg_modes = _langgraph_modes(modes)
+            timeout = entry.timeout or self.default_timeout
+            messages = _Messages()
+            async with asyncio.timeout(timeout):
+                async for ns, mode, chunk in graph.astream(
+                    payload,
+                    config,
+                    stream_mode=cast(list[StreamMode], lg_modes),
+                    subgraphs=True,
+                    interrupt_before=request.interrupt_before,
+                    interrupt_after=request.interrupt_after,
+                    durability=_durability(request),
+                ):
+                    if ns and not request.stream_subgraphs:
+                        continue
+                    for event, data in _events(mode, chunk, modes, messages):
+                        self.streams.publish(
+                            run.run_id, _name(event, cast(tuple[str, ...], ns)), data
+                        )
+            state = await graph.aget_state(config)
+            values = to_jsonable(state.values)
+            if state.interrupts:
+                interrupts = [to_jsonable(i) for i in state.interrupts]
+                values = {**(values or {}), "__interrupt__": interrupts}
+            return Outcome("success", values)
+        except TimeoutError:
+            message = f"the run passed its timeout of {timeout} s; its last checkpoint is kept"
+            self._error(run, "TimeoutError", message)
+            return Outcome("timeout", _error_result("TimeoutError", message), message)
+        except StorageError as e:
+            self._error(run, "StorageError", str(e))
+            return Outcome("error", _error_result("StorageError", str(e)), str(e), retry=True)
+        except GraphRecursionError as e:
+            self._error(run, "GraphRecursionError", str(e))
+            return Outcome("error", _error_result("GraphRecursionError", str(e)), str(e))
+        except WeftError as e:
+            self._error(run, type(e).__name__, str(e))
+            return Outcome("error", _error_result(type(e).__name__, str(e)), str(e))
+        except Exception as e:  # noqa: BLE001 - the runner's task guard: a node failed
+            name = type(e).__name__
+            self._error(run, name, str(e))
+            return Outcome("error", _error_result(name, str(e)), f"{name}: {e}")
+
+    async def _started_before(self, run: Run, config: RunnableConfig) -> bool:
+        """Whether an earlier attempt of ``run`` wrote a checkpoint."""
+        head = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
+        async for _ in self.storage.checkpointer.alist(
+            cast(RunnableConfig, head), filter={"run_id": run.run_id}, limit=1
+        ):
+            return True
+        return False
+
+    def _error(self, run: Run, error: str, message: str) -> None:
+        self.streams.publish(run.run_id, "error", {"error": error, "message": message})
+
+    async def _config(
+        self, run: Run, request: RunRequest, assistant_config: dict[str, Any], graph_id: str
+    ) -> RunnableConfig:
+        given = dict(request.config or {})
+        configurable: dict[str, Any] = {
+            **(assistant_config.get("configurable") or {}),
+            **(given.pop("configurable", None) or {}),
+            **(request.context or {}),
+        }
+        thread_id = run.thread_id or run.kwargs.get("__thread_id__")
+        configurable.update(
+            {
+                "thread_id": thread_id,
+                "run_id": run.run_id,
+                "graph_id": graph_id,
+                "assistant_id": run.assistant_id,
+            }
+        )
+        checkpoint = dict(request.checkpoint or {})
+        if request.checkpoint_id:
+            checkpoint["checkpoint_id"] = request.checkpoint_id
+        for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
+            if checkpoint.get(key):
+                configurable[key] = checkpoint[key]
+        if thread_id is not None:
+            thread = await self.storage.get_thread(str(thread_id))
+            if thread.session_id is not None:
+                session = await self.sessions.get(thread.session_id)
+                configurable.update(self.sessions.run_config(session))
+        metadata = {
+            **(given.pop("metadata", None) or {}),
+            **(request.metadata or {}),
+            "graph_id": graph_id,
+            "assistant_id": run.assistant_id,
+            "run_id": run.run_id,
+            "thread_id": thread_id,
+            "run_attempt": run.attempt,
+        }
+        config: dict[str, Any] = {
+            **{k: v for k, v in given.items() if k in ("tags", "recursion_limit")},
+            "configurable": configurable,
+            "metadata": metadata,
+        }
+        return cast(RunnableConfig, config)
+
+
+def _payload(request: RunRequest) -> Any:
+    if request.command is None:
+        return request.input
+    cmd = request.command
+    kwargs: dict[str, Any] = {}
+    if cmd.resume is not None:
+        kwargs["resume"] = cmd.resume
+    if cmd.goto is not None:
+        kwargs["goto"] = cmd.goto
+    if cmd.update is not None:
+        kwargs["update"] = cmd.update
+    return Command(**kwargs)
+
+
+def _durability(request: RunRequest) -> Any:
+    if request.durability is not None:
+        return request.durability
+    if request.checkpoint_during is False:
+        return "exit"
+    return None
+
+
+def _langgraph_modes(modes: list[str]) -> list[str]:
+    """The modes asked of LangGraph: the Platform's names mapped, plus ``updates`` so that
+    interrupts can be reported whatever was asked."""
+    out: list[str] = []
+    for mode in modes:
+        lg = "messages" if mode in ("messages", "messages-tuple") else mode
+        if lg not in out:
+            out.append(lg)
+    if "updates" not in out:
+        out.append("updates")
+    return out
+
+
+def _name(event: str, ns: tuple[str, ...]) -> str:
+    return f"{event}|{'|'.join(ns)}" if ns else event
+
+
+def _events(mode: str, chunk: Any, asked: list[str], messages: _Messages) -> list[tuple[str, Any]]:
+    """The Platform events for one LangGraph chunk."""
+    if mode == "updates":
+        if "updates" in asked:
+            return [("updates", to_jsonable(chunk))]
+        if isinstance(chunk, dict) and "__interrupt__" in chunk and "values" not in asked:
+            return [("updates", {"__interrupt__": to_jsonable(chunk["__interrupt__"])})]
+        return []
+    if mode == "messages":
+        out: list[tuple[str, Any]] = []
+        if "messages-tuple" in asked:
+            message, meta = chunk
+            out.append(("messages", [to_jsonable(message), to_jsonable(meta)]))
+        if "messages" in asked:
+            out.extend(messages.events(chunk))
+        return out
+    return [(mode, to_jsonable(chunk))]
+
+
+class _Messages:
+    """The Platform's ``messages`` mode: metadata once per message, then the message so far
+    (``messages/partial``), and ``messages/complete`` for whole messages."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, BaseMessage] = {}
+
+    def events(self, chunk: Any) -> list[tuple[str, Any]]:
+        message, meta = chunk
+        if not isinstance(message, BaseMessage):
+            return []
+        key = message.id or str(id(message))
+        out: list[tuple[str, Any]] = []
+        if key not in self.seen:
+            out.append(("messages/metadata", {key: {"metadata": to_jsonable(meta)}}))
+        if isinstance(message, BaseMessageChunk):
+            previous = self.seen.get(key)
+            merged = previous + message if isinstance(previous, BaseMessageChunk) else message
+            self.seen[key] = merged
+            out.append(("messages/partial", [to_jsonable(merged)]))
+        else:
+            self.seen[key] = message
+            out.append(("messages/complete", [to_jsonable(message)]))
+        return out
+
+
+def _error_result(error: str, message: str) -> dict[str, Any]:
+    return {"__error__": {"error": error, "message": message}}
+
+
+__all__ = ["Outcome", "Runner"]

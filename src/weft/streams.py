@@ -1,0 +1,127 @@
+"""Run streams: fan-out of a run's events to its listeners, and the replay log behind
+``Last-Event-ID``.
+
+Every event of a run gets the next ``seq`` (1, 2, ...): ids strictly increase and never
+repeat, however fast events come. While a run lives its events are kept in memory, so a
+listener that joins late misses nothing; events of resumable runs are also written to the
+run event log in storage (in batches, off the run's critical path), so that a client can
+reconnect, even to another process after a restart, and get exactly what came after the
+last id it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from weft.schema import RunEvent
+from weft.storage import Storage
+
+END = "__end__"
+"""The event that closes a stream (not sent to clients)."""
+
+
+@dataclass
+class _Live:
+    resumable: bool
+    events: list[RunEvent] = field(default_factory=list)
+    waiters: set[asyncio.Event] = field(default_factory=set)
+    unsaved: list[RunEvent] = field(default_factory=list)
+    ended: bool = False
+    saver: asyncio.Task[None] | None = None
+
+
+class RunStreams:
+    """The live streams of this process's runs."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._live: dict[str, _Live] = {}
+        self._next: dict[str, int] = {}
+
+    def open(self, run_id: str, *, resumable: bool, first_seq: int = 0) -> None:
+        """Start a run's stream (kept as it is when already open). ``first_seq``: the last
+        seq already stored (a run taken up again numbers on after its earlier attempt)."""
+        current = self._live.get(run_id)
+        if current is not None and not current.ended:
+            return
+        self._live[run_id] = _Live(resumable=resumable)
+        self._next[run_id] = first_seq
+
+    def publish(self, run_id: str, event: str, data: Any) -> RunEvent:
+        """Append one event to a run's stream and wake its listeners."""
+        live = self._live[run_id]
+        self._next[run_id] += 1
+        item = RunEvent(seq=self._next[run_id], event=event, data=data)
+        live.events.append(item)
+        if live.resumable:
+            live.unsaved.append(item)
+            if live.saver is None or live.saver.done():
+                live.saver = asyncio.create_task(self._save(run_id, live))
+        for waiter in live.waiters:
+            waiter.set()
+        return item
+
+    async def close(self, run_id: str) -> None:
+        """End a run's stream: listeners get what is left, then stop. Waits until every
+        event of a resumable run is stored."""
+        live = self._live.get(run_id)
+        if live is None:
+            return
+        live.ended = True
+        for waiter in live.waiters:
+            waiter.set()
+        while live.saver is not None and not live.saver.done():
+            await asyncio.shield(live.saver)
+        if live.unsaved:
+            await self._save(run_id, live)
+        asyncio.get_running_loop().call_later(60, self._forget, run_id, live)
+
+    def is_live(self, run_id: str) -> bool:
+        live = self._live.get(run_id)
+        return live is not None and not live.ended
+
+    async def subscribe(self, run_id: str, *, after: int = 0) -> AsyncIterator[RunEvent]:
+        """Events of the run with ``seq > after``: stored ones first, then live ones until
+        the run ends. A run that is neither live here nor stored yields what is stored."""
+        sent = after
+        live = self._live.get(run_id)
+        first_kept = live.events[0].seq if live is not None and live.events else None
+        if live is None or first_kept is None or first_kept > sent + 1:
+            for item in await self.storage.run_events(run_id, after=sent):
+                if first_kept is not None and item.seq >= first_kept:
+                    break
+                yield item
+                sent = item.seq
+        if live is None:
+            return
+        waiter = asyncio.Event()
+        live.waiters.add(waiter)
+        try:
+            while True:
+                waiter.clear()
+                pending = [e for e in live.events if e.seq > sent]
+                for item in pending:
+                    yield item
+                    sent = item.seq
+                if live.ended and not any(e.seq > sent for e in live.events):
+                    return
+                if not pending:
+                    await waiter.wait()
+        finally:
+            live.waiters.discard(waiter)
+
+    async def _save(self, run_id: str, live: _Live) -> None:
+        while live.unsaved:
+            batch, live.unsaved = live.unsaved, []
+            await self.storage.append_run_events(run_id, batch)
+
+    def _forget(self, run_id: str, live: _Live) -> None:
+        if self._live.get(run_id) is live:
+            del self._live[run_id]
+            self._next.pop(run_id, None)
+
+
+__all__ = ["END", "RunStreams"]
