@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/checkpointer.py
 	$(BIN)/python bench/workflows.py
 	$(BIN)/python bench/threads.py
+	$(BIN)/python bench/runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

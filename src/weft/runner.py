@@ -87,17 +87,16 @@ class Runner:
             timeout = entry.timeout or self.default_timeout
             messages = _Messages()
             async with asyncio.timeout(timeout):
-                async for ns, mode, chunk in graph.astream(
+                async for item in graph.astream(
                     payload,
                     config,
                     stream_mode=cast(list[StreamMode], lg_modes),
-                    subgraphs=True,
+                    subgraphs=request.stream_subgraphs,
                     interrupt_before=request.interrupt_before,
                     interrupt_after=request.interrupt_after,
                     durability=_durability(request),
                 ):
-                    if ns and not request.stream_subgraphs:
-                        continue
+                    ns, mode, chunk = item if request.stream_subgraphs else ((), *item)
                     for event, data in _events(mode, chunk, modes, messages):
                         self.streams.publish(
                             run.run_id, _name(event, cast(tuple[str, ...], ns)), data
@@ -107,6 +106,9 @@ class Runner:
             if state.interrupts:
                 interrupts = [to_jsonable(i) for i in state.interrupts]
                 values = {**(values or {}), "__interrupt__": interrupts}
+                if "values" not in modes and "updates" not in modes:
+                    # the Platform reports interrupts whatever was asked
+                    self.streams.publish(run.run_id, "updates", {"__interrupt__": interrupts})
             return Outcome("success", values)
         except TimeoutError:
             message = f"the run passed its timeout of {timeout} s; its last checkpoint is kept"
@@ -207,15 +209,12 @@ def _durability(request: RunRequest) -> Any:
 
 
 def _langgraph_modes(modes: list[str]) -> list[str]:
-    """The modes asked of LangGraph: the Platform's names mapped, plus ``updates`` so that
-    interrupts can be reported whatever was asked."""
+    """The modes asked of LangGraph: the Platform's names mapped to LangGraph's."""
     out: list[str] = []
     for mode in modes:
         lg = "messages" if mode in ("messages", "messages-tuple") else mode
         if lg not in out:
             out.append(lg)
-    if "updates" not in out:
-        out.append("updates")
     return out
 
 
@@ -225,12 +224,6 @@ def _name(event: str, ns: tuple[str, ...]) -> str:
 
 def _events(mode: str, chunk: Any, asked: list[str], messages: _Messages) -> list[tuple[str, Any]]:
     """The Platform events for one LangGraph chunk."""
-    if mode == "updates":
-        if "updates" in asked:
-            return [("updates", to_jsonable(chunk))]
-        if isinstance(chunk, dict) and "__interrupt__" in chunk and "values" not in asked:
-            return [("updates", {"__interrupt__": to_jsonable(chunk["__interrupt__"])})]
-        return []
     if mode == "messages":
         out: list[tuple[str, Any]] = []
         if "messages-tuple" in asked:
