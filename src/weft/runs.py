@@ -28,13 +28,11 @@ from weft.schema import (
     RunRequest,
     RunStatus,
     Thread,
-    ThreadStatus,
     check_writable,
 )
 from weft.storage import Storage
 from weft.storage.base import ThreadPatch
 from weft.streams import RunStreams
-from weft.thread_state import state_patch
 from weft.threads import Threads
 from weft.validation import choice, page, pydantic_message, uuid_arg
 from weft.webhooks import Webhooks
@@ -295,13 +293,7 @@ class Runs:
 
     async def _thread_patch(self, thread_id: str, status: RunStatus) -> ThreadPatch:
         """The thread's head state and status after a run ended with ``status``."""
-        thread = await self.storage.get_thread(thread_id)
-        state = await self.threads._state(thread, None)
-        waiting = bool(state.interrupts) or _has_interrupts(state.tasks)
-        new: ThreadStatus = (
-            "error" if status in ("error", "timeout") else ("interrupted" if waiting else "idle")
-        )
-        return state_patch(state, status=new)
+        return await self.threads.head_patch(thread_id, failed=status in ("error", "timeout"))
 
     def _settle(self, run_id: str, outcome: Outcome) -> None:
         future = self._results.pop(run_id, None)
@@ -498,10 +490,6 @@ def _check(request: RunRequest, *, stateless: bool) -> None:
             raise BadRequestError("checkpoint needs a thread: a stateless run has no history")
     elif request.on_completion is not None:
         raise BadRequestError("on_completion applies only to stateless runs (no thread_id)")
-
-
-def _has_interrupts(tasks: list[dict[str, Any]]) -> bool:
-    return any(t.get("interrupts") for t in tasks)
 
 
 __all__ = ["CANCEL_ACTIONS", "LocalQueue", "Runs"]

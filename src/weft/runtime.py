@@ -162,7 +162,7 @@ class Runtime:
                 f"the run of {graph_id} on thread {thread_id} failed: {type(e).__name__}: {e}"
             ) from e
         finally:
-            await self.threads.refresh(thread_id, status=None if finished else "error")
+            await self.threads.refresh(thread_id, failed=not finished)
         state = await graph.aget_state(config)
         if stream_mode is None:
             yield "values", state.values

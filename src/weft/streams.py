@@ -19,9 +19,6 @@ from typing import Any
 from weft.schema import RunEvent
 from weft.storage import Storage
 
-END = "__end__"
-"""The event that closes a stream (not sent to clients)."""
-
 
 @dataclass
 class _Live:
@@ -124,4 +121,4 @@ class RunStreams:
             self._next.pop(run_id, None)
 
 
-__all__ = ["END", "RunStreams"]
+__all__ = ["RunStreams"]

@@ -343,19 +343,31 @@ class Threads:
                 states.append(from_tuple(tup))
         return [mark_abandoned(thread, s) for s in states]
 
-    async def refresh(self, thread_id: str, *, status: ThreadStatus | None = None) -> Thread:
-        """Copy the head state into the thread's record (``values``, ``interrupts``, the
-        message count, ``state_updated_at``) and set ``status`` (default: ``interrupted``
-        when an interrupt waits, else ``idle``, unless a run holds it ``busy``)."""
+    async def refresh(self, thread_id: str, *, failed: bool = False) -> Thread:
+        """Copy the head state into the thread's record (see :meth:`head_patch`); a thread
+        a run holds ``busy`` stays so."""
+        patch = await self.head_patch(thread_id, failed=failed, keep_busy=True)
+        return await self.storage.update_thread(thread_id, patch)
+
+    async def head_patch(
+        self, thread_id: str, *, failed: bool = False, keep_busy: bool = False
+    ) -> ThreadPatch:
+        """The head state as a change of the thread's record (``values``, ``interrupts``,
+        the message count, ``state_updated_at``) with the status it implies: ``error``
+        after a failed run, ``interrupted`` while an interrupt waits, else ``idle``
+        (``busy`` kept with ``keep_busy``)."""
         thread = await self.storage.get_thread(thread_id)
         state = await self._state(thread, None)
-        interrupts = interrupts_by_task(state)
-        if status is None:
-            status = "busy" if thread.status == "busy" else (
-                "interrupted" if interrupts else "idle"
-            )  # fmt: skip
-        patch = state_patch(state, status=status)
-        return await self.storage.update_thread(thread_id, patch)
+        status: ThreadStatus
+        if keep_busy and thread.status == "busy":
+            status = "busy"
+        elif failed:
+            status = "error"
+        elif interrupts_by_task(state) or state.interrupts:
+            status = "interrupted"
+        else:
+            status = "idle"
+        return state_patch(state, status=status)
 
     # --- branch, snapshot, rollback, copy, prune ------------------------------------------
 
