@@ -64,13 +64,6 @@ def test_unusable_database_exits_1_with_one_clear_line(project: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_serve_says_what_it_can_do_so_far(project: Path) -> None:
-    result = runner.invoke(app, ["serve", "--port", "2999"])
-    assert result.exit_code == 0, result.output
-    assert "is ready (schema version" in result.output
-    assert "The HTTP server (http://127.0.0.1:2999) is not built yet" in result.output
-
-
 def test_console_script_is_installed(project: Path) -> None:
     weft = Path(sys.executable).parent / "weft"
     done = subprocess.run([str(weft), "--help"], capture_output=True, text=True, check=False)

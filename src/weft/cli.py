@@ -69,28 +69,41 @@ def _root(
 def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to serve on (default 2024).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to serve on (default 2024); when taken, the next free one."),
+    ] = None,
     database: DatabaseOption = None,
-    reload: Annotated[bool, typer.Option(help="Restart when source files change.")] = False,
+    reload: Annotated[
+        bool, typer.Option(help="Restart when a source file changes (for development).")
+    ] = False,
 ) -> None:
-    """Serve the LangGraph Platform API.
+    """Serve the LangGraph Platform API (and weft's /sessions) over HTTP.
 
-    The HTTP server is not built yet: for now this loads the configuration, opens and
-    migrates the database, reports what it found and exits.
+    Loads the graphs, opens and migrates the database, takes up runs a stopped server left,
+    then serves until Ctrl-C or SIGTERM. On shutdown, in-flight runs get http.shutdown_grace
+    seconds; runs still going are left to resume at the next start. Prints the URL it serves
+    (the next free port when the asked one is taken); API docs are at /docs.
     """
+    from weft.api.server import serve as run_server
+    from weft.graphs import GraphRegistry
+
     settings = load_settings(config, database)
-    version, tables, problems = _open_and_report(settings)
-    url = mask_url(settings.database_url)
-    where = f"{host or settings.http.host}:{port or settings.http.port}"
-    out.print(
-        f"weft {__version__}: database {url} is ready (schema version {version}, "
-        f"{len(tables)} tables{', integrity problems found' if problems else ''})."
-    )
-    out.print(
-        f"The HTTP server (http://{where}) is not built yet; it arrives with the HTTP API "
-        "issue. Nothing is being served, so weft serve exits now."
-        + (" (--reload has no effect yet.)" if reload else "")
-    )
+    try:
+        GraphRegistry.load(settings)
+    except WeftError as e:
+        fail(e)
+    _open_and_report(settings)
+    try:
+        run_server(
+            settings,
+            host=host or settings.http.host,
+            port=settings.http.port if port is None else port,
+            reload=reload,
+            announce=out.print,
+        )
+    except WeftError as e:
+        fail(e)
 
 
 @db_app.command("status")

@@ -115,6 +115,7 @@ class HttpSettings(BaseModel):
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 2024
     max_body_bytes: Annotated[int, Field(gt=0)] = 10 * _MIB
+    shutdown_grace: Annotated[float, Field(ge=0)] = 10.0
 
 
 class SqliteSettings(BaseModel):

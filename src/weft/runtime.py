@@ -43,8 +43,12 @@ class Runtime:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Runtime]:
-        """Load the graphs, open (and migrate) the database, register system assistants."""
+    async def open(
+        cls, settings: Settings, *, shutdown_grace: float = 5.0
+    ) -> AsyncIterator[Runtime]:
+        """Load the graphs, open (and migrate) the database, register system assistants,
+        take up runs a dead process left. On exit, in-flight runs get ``shutdown_grace``
+        seconds to end; those still running go back to pending for the next start."""
         graphs = GraphRegistry.load(settings)
         async with open_storage(
             settings.database_url,
@@ -87,7 +91,7 @@ class Runtime:
                     runs=runs,
                 )
             finally:
-                await runs.stop()
+                await runs.stop(grace=shutdown_grace)
 
     async def doctor(self, *, repair: bool = False) -> list[DoctorFinding]:
         """Inconsistencies in the database (and, with ``repair``, what was fixed)."""

@@ -1,0 +1,49 @@
+"""The HTTP API: the LangGraph Platform's routes plus weft's own (``/sessions`` and thread
+branch/snapshot/rollback), over one :class:`weft.runtime.Runtime`.
+
+``create_app(settings)`` builds the ASGI app; its lifespan opens the runtime (graphs,
+storage, run recovery) and closes it on shutdown, giving in-flight runs
+``http.shutdown_grace`` seconds before leaving them resumable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from weft import __version__
+from weft.api import system
+from weft.api.wire import BodyLimit, install_error_handlers
+from weft.config import Settings
+from weft.runtime import Runtime
+
+ROUTERS = (system.router,)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app serving ``settings``' graphs and database."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Runtime.open(settings, shutdown_grace=settings.http.shutdown_grace) as rt:
+            app.state.rt = rt
+            yield
+
+    app = FastAPI(
+        title="weft",
+        version=__version__,
+        summary="LangGraph Platform API with durable sessions, threads and runs.",
+        lifespan=lifespan,
+        default_response_class=system.JSON,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    system.install_metrics(app)
+    app.add_middleware(BodyLimit, limit=settings.http.max_body_bytes)
+    return app
+
+
+__all__ = ["create_app"]

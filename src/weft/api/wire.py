@@ -1,0 +1,267 @@
+"""What every route shares: the runtime dependency, strict bodies, JSON and SSE responses,
+pagination headers and the translation of errors to ``{"detail": ...}``.
+
+Routes parse, call one runtime method and format with these helpers; nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from weft.errors import WeftError
+from weft.jsonable import to_jsonable
+from weft.runtime import Runtime
+from weft.schema import RunEvent
+
+log = logging.getLogger("weft.api")
+
+HEARTBEAT_SECONDS = 10.0
+"""How often an idle SSE stream sends a comment so proxies keep it open."""
+
+
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+Rt = Annotated[Runtime, Depends(_runtime)]
+"""The runtime of the app serving the request; declare a route parameter ``rt: Rt``."""
+
+
+class Body(BaseModel):
+    """Base of request bodies: a field the server does not know is a 422 naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JSON(Response):
+    """A JSON response from plain data, pydantic records (``mode="json"``) or LangChain
+    messages; ``orjson`` for speed."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def dumps(content: Any) -> bytes:
+    if isinstance(content, BaseModel):
+        return orjson.dumps(content.model_dump(mode="json"))
+    try:
+        return orjson.dumps(content, default=_default)
+    except TypeError:
+        return orjson.dumps(to_jsonable(content))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError
+
+
+def paged(
+    items: Iterable[Any],
+    *,
+    offset: int,
+    limit: int,
+    total: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSON:
+    """A list response with ``X-Pagination-Total`` and, when more may follow,
+    ``X-Pagination-Next`` (the offset of the next page)."""
+    rows = list(items)
+    out = dict(headers or {})
+    if total is not None:
+        out["X-Pagination-Total"] = str(total)
+        more = offset + len(rows) < total
+    else:
+        more = limit > 0 and len(rows) == limit
+    if more:
+        out["X-Pagination-Next"] = str(offset + len(rows))
+    return JSON(rows, headers=out)
+
+
+def sse(
+    events: AsyncIterator[RunEvent], *, headers: Mapping[str, str] | None = None
+) -> EventSourceResponse:
+    """Server-sent events from a run's event iterator: ``id`` is the event's sequence number
+    (what ``Last-Event-ID`` takes back), ``event`` its name, ``data`` JSON. Idle streams get a
+    heartbeat comment every :data:`HEARTBEAT_SECONDS`."""
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for item in events:
+            yield ServerSentEvent(
+                data=dumps(item.data).decode(), event=item.event, id=str(item.seq)
+            )
+
+    return EventSourceResponse(
+        frames(),
+        headers=dict(headers or {}),
+        ping=int(HEARTBEAT_SECONDS),
+        sep="\n",
+    )
+
+
+def run_headers(thread_id: str, run_id: str, *, rejoin: str | None = None) -> dict[str, str]:
+    """``Content-Location`` of a run and, for streaming (``rejoin="stream"``) and waiting
+    (``rejoin="join"``) responses, ``Location``: the URL a client reconnects to."""
+    where = f"/threads/{thread_id}/runs/{run_id}"
+    out = {"Content-Location": where}
+    if rejoin is not None:
+        out["Location"] = f"{where}/{rejoin}"
+    return out
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def validation_detail(errors: Iterable[Mapping[str, Any]]) -> str:
+    """FastAPI's validation errors as one sentence naming each field, unsupported ones first."""
+    unknown: list[str] = []
+    problems: list[str] = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "body"
+        kind = str(err.get("type", ""))
+        if kind == "extra_forbidden":
+            unknown.append(where)
+        elif kind == "json_invalid":
+            ctx = err.get("ctx") or {}
+            problems.append(f"malformed JSON body: {ctx.get('error', err.get('msg', ''))}")
+        elif kind == "missing":
+            problems.append(f"{where} is required")
+        else:
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    parts = []
+    if unknown:
+        parts.append("unsupported field" + ("s " if len(unknown) > 1 else " ") + ", ".join(unknown))
+    parts.extend(problems)
+    return "; ".join(parts) or "invalid request"
+
+
+class BodyLimit:
+    """413 for a body larger than ``limit`` bytes (``http.max_body_bytes``), by its
+    Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(send, int(value))
+                return
+        seen = 0
+        started = False
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(seen)
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting, tracking)
+        except _TooLarge as e:
+            if not started:
+                await self._refuse(send, e.size)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        body = orjson.dumps(
+            {
+                "detail": f"request body is {size} bytes or more; the limit is {self.limit} "
+                "bytes (http.max_body_bytes in the config)"
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error becomes ``{"detail": "..."}`` with the status the SDK maps to its typed
+    errors; an unexpected one is a 500 naming its type, never a traceback."""
+
+    async def weft_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, WeftError)
+        if exc.status_code >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSON({"detail": exc.message}, status_code=exc.status_code)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return JSON({"detail": validation_detail(exc.errors())}, status_code=422)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail: Any = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return JSON({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSON(
+            {"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(WeftError, weft_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "JSON",
+    "Body",
+    "BodyLimit",
+    "Rt",
+    "dumps",
+    "install_error_handlers",
+    "paged",
+    "run_headers",
+    "sse",
+    "validation_detail",
+]

@@ -1,0 +1,66 @@
+"""``/ok``, ``/info``, ``/metrics``, ``/docs``, ``/openapi.json`` and the errors every route
+shares: unknown routes and methods, malformed JSON, oversized bodies, unsupported fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langgraph_sdk.client import LangGraphClient
+
+from tests.api.conftest import Server, serving
+
+
+async def test_ok_info_and_docs(server: Server) -> None:
+    async with server.http() as http:
+        assert (await http.get("/ok")).json() == {"ok": True}
+        info = (await http.get("/info")).json()
+        assert info["server"] == "weft"
+        assert info["flags"]["assistants"] is True
+        assert "counter" in info["graphs"]
+        docs = await http.get("/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+        spec = (await http.get("/openapi.json")).json()
+        assert spec["info"]["title"] == "weft"
+        assert "/ok" in spec["paths"]
+
+
+async def test_metrics_count_requests_by_route_template(server: Server) -> None:
+    async with server.http() as http:
+        await http.get("/ok")
+        await http.get("/ok")
+        await http.get("/nowhere")
+        text = (await http.get("/metrics")).text
+    assert 'weft_http_requests_total{method="GET",route="/ok",status="200"} 2.0' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "weft_runs_running 0.0" in text
+    assert "weft_http_request_duration_seconds_bucket" in text
+
+
+async def test_unknown_route_and_method_are_clear_404_and_405(server: Server) -> None:
+    async with server.http() as http:
+        missing = await http.get("/nope")
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": "no route GET /nope; see /docs for the API"}
+        wrong = await http.delete("/ok")
+        assert wrong.status_code == 405
+        assert wrong.json() == {"detail": "method DELETE is not allowed on /ok"}
+
+
+async def test_oversized_body_is_413_naming_the_limit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/weft.db"
+    async with (
+        serving(tmp_path, url, {"http": {"max_body_bytes": 1000}}) as srv,
+        srv.http() as http,
+    ):
+        big = await http.post("/ok", content=b"x" * 5000)
+        assert big.status_code == 413
+        assert big.json() == {
+            "detail": "request body is 5000 bytes or more; the limit is 1000 bytes "
+            "(http.max_body_bytes in the config)"
+        }
+
+
+async def test_sdk_client_reaches_the_server(client: LangGraphClient, server: Server) -> None:
+    # the SDK's own HTTP helper, as every resource client uses it
+    assert await client.http.get("/ok") == {"ok": True}
