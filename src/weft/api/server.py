@@ -3,7 +3,6 @@ when it is taken, the next free one."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import socket
@@ -86,7 +85,7 @@ def serve(
         log_level="info",
         timeout_graceful_shutdown=int(settings.http.shutdown_grace) + 5,
     )
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    uvicorn.Server(config).run(sockets=[sock])  # uvloop and httptools when installed
 
 
 def app_from_env() -> object:
