@@ -266,19 +266,29 @@ async def bench_concurrent(setups: list[Setup], rounds: int) -> dict[str, Concur
 
 class StorageLog:
     """Records a storage's operations by job name while installed: reads, and writes with
-    the time from submission to commit (wraps the SQLite engine's methods on the instance)."""
+    the time from submission to commit and the CPU the job itself took in the writer thread
+    (wraps the SQLite engine's methods on the instance)."""
 
     def __init__(self, storage: Storage) -> None:
         self.engine: Any = storage.engine  # type: ignore[attr-defined]
         self.reads: Counter[str] = Counter()
         self.writes: dict[str, list[float]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
 
     def __enter__(self) -> StorageLog:
         submit, read = self.engine._submit, self.engine.read
 
         def logged_submit(fn: Any, mode: Any) -> Any:
-            future = submit(fn, mode)
             start, name = time.perf_counter(), job_name(fn)
+
+            def timed(conn: Any) -> Any:
+                cpu = time.thread_time()
+                try:
+                    return fn(conn)
+                finally:
+                    self.cpu[name].append(time.thread_time() - cpu)
+
+            future = submit(timed, mode)
             future.add_done_callback(
                 lambda _: self.writes[name].append(time.perf_counter() - start)
             )
@@ -297,7 +307,8 @@ class StorageLog:
     def report(self, runs: int) -> list[str]:
         lines = [
             f"    write {name:38} {len(took) / runs:4.1f} per run, "
-            f"p50 {statistics.median(took) * 1e3:.2f} ms to commit"
+            f"p50 {statistics.median(took) * 1e3:.2f} ms to commit, "
+            f"{statistics.mean(self.cpu[name]) * 1e3:.3f} ms CPU in the writer"
             for name, took in sorted(self.writes.items())
         ]
         reads = sorted(self.reads.items())
@@ -306,7 +317,7 @@ class StorageLog:
 
 
 def job_name(fn: Any) -> str:
-    """``SqliteRunStorage.admit_run`` for a job defined in that method."""
+    """``SqliteRunStorage.admit`` for a job defined in that method."""
     return ".".join(getattr(fn, "__qualname__", repr(fn)).split(".")[:2])
 
 

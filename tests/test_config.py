@@ -196,7 +196,7 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
     path = write(tmp_path / "weft.yaml", "graphs: {}\nhttp:\n  host: 0.0.0.0\n  prot: 80\n")
     assert load_error(path) == (
         f"{path}: http.prot (line 4): unknown key; did you mean 'port'? "
-        "(allowed: host, port, max_body_bytes)"
+        "(allowed: host, port, max_body_bytes, shutdown_grace)"
     )
 
 
@@ -374,7 +374,7 @@ def test_file_and_env_errors_reported_together(tmp_path: Path) -> None:
     message = load_error(path, {"WEFT_POSTGRES_POOL_SIZE": "0"})
     assert message.splitlines() == [
         f"{path}: http.prot (line 1): unknown key; did you mean 'port'? "
-        "(allowed: host, port, max_body_bytes)",
+        "(allowed: host, port, max_body_bytes, shutdown_grace)",
         "environment variable WEFT_POSTGRES_POOL_SIZE: "
         "Input should be greater than or equal to 1 (got '0')",
     ]

@@ -107,6 +107,22 @@ async def test_one_run_per_thread_in_fifo_order(rt: Runtime) -> None:
     assert all(r.status == "success" for r in listed)
 
 
+async def test_a_delayed_run_waits_and_holds_the_runs_behind_it(rt: Runtime) -> None:
+    thread = await rt.threads.create()
+    tid = thread.thread_id
+    delayed = await rt.runs.create(tid, "slow", input={"seconds": 0}, after_seconds=0.3)
+    behind = await rt.runs.create(tid, "slow", input={"seconds": 0})
+    assert (await rt.runs.get(tid, delayed.run_id)).status == "pending"
+    assert (await rt.runs.get(tid, behind.run_id)).status == "pending"
+    assert (await rt.runs.join(tid, behind.run_id))["done"] == ["nap", "after"] * 2
+    first, second = [await rt.runs.get(tid, r.run_id) for r in (delayed, behind)]
+    assert (first.status, second.status) == ("success", "success")
+    assert first.started_at is not None
+    assert second.started_at is not None
+    assert first.started_at < second.started_at
+    assert first.kwargs["after_seconds"] == 0.3
+
+
 async def test_reject_and_interrupt_strategies(rt: Runtime) -> None:
     thread = await rt.threads.create()
     first = await rt.runs.create(thread.thread_id, "slow", input={"seconds": 2})
@@ -158,6 +174,115 @@ async def test_cancel(rt: Runtime) -> None:
         await rt.runs.cancel(thread.thread_id, run.run_id)
     with pytest.raises(UnprocessableEntityError, match=r"^action must be one of interrupt"):
         await rt.runs.cancel(thread.thread_id, run.run_id, action="stop")
+
+
+async def test_cancel_of_a_finished_run_is_refused(rt: Runtime) -> None:
+    thread = await rt.threads.create()
+    run = await rt.runs.create(thread.thread_id, "counter", input={})
+    await rt.runs.join(thread.thread_id, run.run_id)
+    with pytest.raises(
+        ConflictError, match=rf"^run {run.run_id} already ended \(success\); nothing to cancel$"
+    ):
+        await rt.runs.cancel(thread.thread_id, run.run_id, action="rollback")
+    assert (await rt.runs.get(thread.thread_id, run.run_id)).status == "success"
+
+
+async def test_cancel_of_a_pending_run_starts_the_next(rt: Runtime) -> None:
+    thread = await rt.threads.create()
+    tid = thread.thread_id
+    first = await rt.runs.create(tid, "slow", input={"seconds": 0.3})
+    second = await rt.runs.create(tid, "slow", input={"seconds": 0})
+    third = await rt.runs.create(tid, "slow", input={"seconds": 0})
+    await rt.runs.cancel(tid, second.run_id)
+    assert (await rt.runs.join(tid, third.run_id))["done"] == ["nap", "after", "nap", "after"]
+    assert [(await rt.runs.get(tid, r.run_id)).status for r in (first, second, third)] == [
+        "success",
+        "interrupted",
+        "success",
+    ]
+    assert (await rt.threads.get(tid)).status == "idle"
+
+
+async def test_a_stream_consumer_leaving_cancels_with_on_disconnect_cancel(rt: Runtime) -> None:
+    thread = await rt.threads.create()
+    tid = thread.thread_id
+    run, events = await rt.runs.stream(
+        tid, "slow", input={"seconds": 5}, stream_mode="values", on_disconnect="cancel"
+    )
+    first = await anext(events)
+    assert first.event == "metadata"
+    await events.aclose()  # type: ignore[attr-defined]
+    assert await rt.runs.join(tid, run.run_id) is None
+    ended = await rt.runs.get(tid, run.run_id)
+    assert ended.status == "interrupted"
+    assert ended.error == "cancelled (interrupt)"
+    assert (await rt.threads.get(tid)).status == "idle"
+
+    # the default, "continue": the run goes on without its listener
+    kept, events = await rt.runs.stream(tid, "slow", input={"seconds": 0.2})
+    assert (await anext(events)).event == "metadata"
+    await events.aclose()  # type: ignore[attr-defined]
+    assert (await rt.runs.join(tid, kept.run_id))["done"] == ["nap", "after"]
+    assert (await rt.runs.get(tid, kept.run_id)).status == "success"
+
+    # a consumer that reads to the end cancels nothing
+    whole, events = await rt.runs.stream(tid, "slow", input={"seconds": 0}, on_disconnect="cancel")
+    assert (await collect(events))[-1].event == "values"
+    assert (await rt.runs.get(tid, whole.run_id)).status == "success"
+
+
+async def test_cancel_many_by_ids(rt: Runtime) -> None:
+    thread = await rt.threads.create()
+    tid = thread.thread_id
+    running = await rt.runs.create(tid, "slow", input={"seconds": 5})
+    pending = await rt.runs.create(tid, "slow", input={"seconds": 5})
+    done = await rt.runs.create((await rt.threads.create()).thread_id, "counter", input={})
+    await rt.runs.join(None, done.run_id)
+    count = await rt.runs.cancel_many(run_ids=[running.run_id, pending.run_id, done.run_id])
+    assert count == 2  # the finished one is left as it is
+    for run in (running, pending):
+        await rt.runs.join(tid, run.run_id)
+        assert (await rt.runs.get(tid, run.run_id)).status == "interrupted"
+    assert (await rt.runs.get(None, done.run_id)).status == "success"
+    assert (await rt.threads.get(tid)).status == "idle"
+    other = await rt.threads.create()
+    with pytest.raises(NotFoundError, match=rf"^run {running.run_id} not found in thread "):
+        await rt.runs.cancel_many(thread_id=other.thread_id, run_ids=[running.run_id])
+
+
+async def test_cancel_many_by_status(rt: Runtime) -> None:
+    one, two = (await rt.threads.create()).thread_id, (await rt.threads.create()).thread_id
+    a_running = await rt.runs.create(one, "slow", input={"seconds": 0.5})
+    a_pending = [await rt.runs.create(one, "slow", input={"seconds": 0}) for _ in range(2)]
+    b_running = await rt.runs.create(two, "slow", input={"seconds": 5})
+
+    assert await rt.runs.cancel_many(thread_id=one, status="pending") == 2
+    assert (await rt.runs.join(one, a_running.run_id))["done"] == ["nap", "after"]
+    statuses = [(await rt.runs.get(one, r.run_id)).status for r in (a_running, *a_pending)]
+    assert statuses == ["success", "interrupted", "interrupted"]
+    assert (await rt.runs.get(two, b_running.run_id)).status == "running"  # other thread
+
+    c_running = await rt.runs.create(one, "slow", input={"seconds": 5})
+    c_pending = await rt.runs.create(one, "slow", input={"seconds": 0})
+    assert await rt.runs.cancel_many(status="running") == 2  # every thread
+    assert (await rt.runs.join(one, c_pending.run_id))["done"][-2:] == ["nap", "after"]
+    for tid, run in ((one, c_running), (two, b_running)):
+        assert (await rt.runs.get(tid, run.run_id)).status == "interrupted"
+    assert (await rt.runs.get(one, c_pending.run_id)).status == "success"
+
+    d_running = await rt.runs.create(one, "slow", input={"seconds": 5})
+    d_pending = await rt.runs.create(one, "slow", input={"seconds": 5})
+    e_running = await rt.runs.create(two, "slow", input={"seconds": 5})
+    assert await rt.runs.cancel_many(status="all") == 3
+    for tid, run in ((one, d_running), (one, d_pending), (two, e_running)):
+        await rt.runs.join(tid, run.run_id)
+        assert (await rt.runs.get(tid, run.run_id)).status == "interrupted"
+    assert [(await rt.threads.get(t)).status for t in (one, two)] == ["idle", "idle"]
+    assert await rt.runs.cancel_many(status="all") == 0
+    with pytest.raises(
+        UnprocessableEntityError, match=r"^status must be one of pending, running, all, not 'done'$"
+    ):
+        await rt.runs.cancel_many(status="done")
 
 
 async def test_errors_and_timeouts_end_the_run(rt: Runtime) -> None:

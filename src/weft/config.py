@@ -147,6 +147,9 @@ class RunsSettings(BaseModel):
     """Attempts of a run whose failure is the infrastructure's (the database), not the graph's."""
     allow_private_webhooks: bool = False
     """Allow webhooks to loopback, private and link-local addresses (off: refused)."""
+    cron_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """Most seconds the cron scheduler waits before looking for due crons again (crons
+    created by other processes are seen within this time)."""
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {

@@ -9,23 +9,28 @@ thread is then ``interrupted``), ``error``, ``timeout``, or ``interrupted`` when
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
-from langgraph.types import Command, StreamMode
+from langgraph.types import Command
 
 from weft.assistants import Assistants
 from weft.errors import StorageError, WeftError
-from weft.graphs import GraphRegistry
+from weft.graphs import CompiledGraph, GraphRegistry
 from weft.jsonable import to_jsonable
-from weft.schema import Run, RunRequest, RunStatus
+from weft.schema import Assistant, Run, RunRequest, RunStatus, Thread, ThreadState
 from weft.sessions import Sessions
 from weft.storage import Storage
+from weft.storage.base import ThreadPatch
 from weft.streams import RunStreams
-from weft.threads import Threads
+from weft.thread_state import from_snapshot
+from weft.threads import Threads, head_patch_of
 
 
 @dataclass
@@ -36,6 +41,17 @@ class Outcome:
     result: Any
     error: str | None = None
     retry: bool = False
+    patch: ThreadPatch | None = None
+    """The thread's head state after the run, as a change of its record (when known)."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What the admission of a run already holds, so that the runner reads none of it again."""
+
+    request: RunRequest
+    assistant: Assistant
+    thread: Thread | None
 
 
 class Runner:
@@ -60,19 +76,27 @@ class Runner:
         self.streams = streams
         self.default_timeout = default_timeout
 
-    async def execute(self, run: Run) -> Outcome:
+    async def execute(self, run: Run, admitted: Admitted | None = None) -> Outcome:
         """Run ``run`` (already ``running``) to its end and publish its events.
 
-        The caller closes the stream and records the outcome; it cancels a run by cancelling
-        the task that awaits this (``CancelledError`` passes through untouched).
+        ``admitted``: the request, assistant and thread as its admission saw them (else they
+        are read). The caller closes the stream and records the outcome; it cancels a run by
+        cancelling the task that awaits this (``CancelledError`` passes through untouched).
         """
-        request = RunRequest.model_validate(run.kwargs)
+        request = (
+            admitted.request if admitted is not None else RunRequest.model_validate(run.kwargs)
+        )
         self.streams.publish(run.run_id, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
+        timeout = self.default_timeout
         try:
-            assistant = await self.assistants.get(run.assistant_id)
+            if admitted is not None:
+                assistant = admitted.assistant
+            else:
+                assistant = await self.assistants.get(run.assistant_id)
             graph_id = assistant.graph_id
             entry = self.graphs.entry(graph_id)
-            config = await self._config(run, request, assistant.config, graph_id)
+            thread = admitted.thread if admitted is not None else None
+            config = await self._config(run, request, assistant.config, graph_id, thread)
             graph = await self.graphs.graph(
                 graph_id,
                 config,
@@ -83,33 +107,37 @@ class Runner:
             if run.attempt > 1 and await self._started_before(run, config):
                 payload = None  # taken up again: continue from its last checkpoint
             modes = request.stream_modes
-            lg_modes = _langgraph_modes(modes)
+            # The final state comes from the last root ``values`` chunk when that chunk is
+            # the whole state and the run cannot stop at a breakpoint (else: aget_state).
+            exact = _values_are_state(graph, request)
+            lg_modes = _langgraph_modes(modes, internal_values=exact or "events" in modes)
             timeout = entry.timeout or self.default_timeout
             messages = _Messages()
+            tail = _Tail()
             async with asyncio.timeout(timeout):
-                async for item in graph.astream(
-                    payload,
-                    config,
-                    stream_mode=cast(list[StreamMode], lg_modes),
-                    subgraphs=request.stream_subgraphs,
-                    interrupt_before=request.interrupt_before,
-                    interrupt_after=request.interrupt_after,
-                    durability=_durability(request),
-                ):
-                    ns, mode, chunk = item if request.stream_subgraphs else ((), *item)
-                    for event, data in _events(mode, chunk, modes, messages):
-                        self.streams.publish(
-                            run.run_id, _name(event, cast(tuple[str, ...], ns)), data
-                        )
-            state = await graph.aget_state(config)
-            values = to_jsonable(state.values)
+                stream = self._stream(graph, payload, config, request, lg_modes)
+                async with contextlib.aclosing(stream) as items:
+                    async for ns, mode, chunk in items:
+                        if mode == "values":
+                            if not ns:
+                                tail.see(chunk)
+                            if "values" not in modes:  # asked for the runner's own use
+                                continue
+                        for event, data in _events(mode, chunk, modes, messages):
+                            self.streams.publish(run.run_id, _name(event, ns), data)
+                            if event == "values" and not ns:
+                                tail.data = data
+            if exact and tail.seen and not tail.interrupted:
+                state = ThreadState(values=tail.values())
+                return Outcome("success", state.values, patch=head_patch_of(state))
+            state = from_snapshot(await graph.aget_state(_head(config)))
+            values: Any = state.values
             if state.interrupts:
-                interrupts = [to_jsonable(i) for i in state.interrupts]
-                values = {**(values or {}), "__interrupt__": interrupts}
+                values = {**values, "__interrupt__": state.interrupts}
                 if "values" not in modes and "updates" not in modes:
                     # the Platform reports interrupts whatever was asked
-                    self.streams.publish(run.run_id, "updates", {"__interrupt__": interrupts})
-            return Outcome("success", values)
+                    self.streams.publish(run.run_id, "updates", {"__interrupt__": state.interrupts})
+            return Outcome("success", values, patch=head_patch_of(state))
         except TimeoutError:
             message = f"the run passed its timeout of {timeout} s; its last checkpoint is kept"
             self._error(run, "TimeoutError", message)
@@ -128,6 +156,44 @@ class Runner:
             self._error(run, name, str(e))
             return Outcome("error", _error_result(name, str(e)), f"{name}: {e}")
 
+    async def _stream(
+        self,
+        graph: CompiledGraph,
+        payload: Any,
+        config: RunnableConfig,
+        request: RunRequest,
+        lg_modes: list[str],
+    ) -> AsyncGenerator[tuple[tuple[str, ...], str, Any], None]:
+        """The run's chunks as ``(namespace, mode, chunk)``. With stream mode ``events`` the
+        graph runs under ``astream_events`` (v2): the root graph's own ``on_chain_stream``
+        events carry the other modes' chunks; every other event is an ``events`` chunk."""
+        options: dict[str, Any] = {
+            "stream_mode": lg_modes,
+            "subgraphs": request.stream_subgraphs,
+            "interrupt_before": request.interrupt_before,
+            "interrupt_after": request.interrupt_after,
+            "durability": _durability(request),
+        }
+        subgraphs = request.stream_subgraphs
+        if "events" not in request.stream_modes:
+            chunks = cast(AsyncGenerator[Any, None], graph.astream(payload, config, **options))
+            async with contextlib.aclosing(chunks):
+                async for item in chunks:
+                    yield item if subgraphs else ((), *item)
+            return
+        root = str(config.get("run_id"))
+        events = cast(
+            AsyncGenerator[Any, None],
+            graph.astream_events(payload, config, version="v2", **options),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event["event"] == "on_chain_stream" and event["run_id"] == root:
+                    item = event["data"]["chunk"]
+                    yield item if subgraphs else ((), *item)
+                else:
+                    yield (), "events", event
+
     async def _started_before(self, run: Run, config: RunnableConfig) -> bool:
         """Whether an earlier attempt of ``run`` wrote a checkpoint."""
         head = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
@@ -141,7 +207,12 @@ class Runner:
         self.streams.publish(run.run_id, "error", {"error": error, "message": message})
 
     async def _config(
-        self, run: Run, request: RunRequest, assistant_config: dict[str, Any], graph_id: str
+        self,
+        run: Run,
+        request: RunRequest,
+        assistant_config: dict[str, Any],
+        graph_id: str,
+        thread: Thread | None,
     ) -> RunnableConfig:
         given = dict(request.config or {})
         configurable: dict[str, Any] = {
@@ -165,7 +236,8 @@ class Runner:
             if checkpoint.get(key):
                 configurable[key] = checkpoint[key]
         if thread_id is not None:
-            thread = await self.storage.get_thread(str(thread_id))
+            if thread is None:
+                thread = await self.storage.get_thread(str(thread_id))
             if thread.session_id is not None:
                 session = await self.sessions.get(thread.session_id)
                 configurable.update(self.sessions.run_config(session))
@@ -183,7 +255,16 @@ class Runner:
             "configurable": configurable,
             "metadata": metadata,
         }
+        if "events" in request.stream_modes:
+            config["run_id"] = uuid.UUID(run.run_id)  # the root run of the events
         return cast(RunnableConfig, config)
+
+
+def _head(config: RunnableConfig) -> RunnableConfig:
+    """``config`` pointing at the thread's head (a run from a past checkpoint forks there)."""
+    drop = ("checkpoint_id", "checkpoint_map")
+    configurable = {k: v for k, v in config["configurable"].items() if k not in drop}
+    return cast(RunnableConfig, {**config, "configurable": configurable})
 
 
 def _payload(request: RunRequest) -> Any:
@@ -208,14 +289,51 @@ def _durability(request: RunRequest) -> Any:
     return None
 
 
-def _langgraph_modes(modes: list[str]) -> list[str]:
-    """The modes asked of LangGraph: the Platform's names mapped to LangGraph's."""
+def _langgraph_modes(modes: list[str], *, internal_values: bool) -> list[str]:
+    """The modes asked of LangGraph: the Platform's names mapped to LangGraph's (``events``
+    is not one: it changes how the graph is run), with ``values`` when the runner needs
+    it for itself."""
     out: list[str] = []
     for mode in modes:
         lg = "messages" if mode in ("messages", "messages-tuple") else mode
-        if lg not in out:
+        if lg != "events" and lg not in out:
             out.append(lg)
+    if internal_values and "values" not in out:
+        out.append("values")
     return out
+
+
+def _values_are_state(graph: CompiledGraph, request: RunRequest) -> bool:
+    """Whether the last root ``values`` chunk of a run that did not stop at an interrupt is
+    its final state: the output channels are the state's, and no breakpoint can stop it."""
+    return (
+        not request.interrupt_before
+        and not request.interrupt_after
+        and not graph.interrupt_before_nodes
+        and not graph.interrupt_after_nodes
+        and graph.output_channels == graph.stream_channels_asis
+    )
+
+
+class _Tail:
+    """The last root ``values`` chunk of a run, and whether one stopped at an interrupt."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.interrupted = False
+        self.raw: Any = None
+        self.data: Any = None
+        """``raw`` as published (JSON), when it was."""
+
+    def see(self, chunk: Any) -> None:
+        self.seen = True
+        self.raw, self.data = chunk, None
+        if isinstance(chunk, dict) and "__interrupt__" in chunk:
+            self.interrupted = True
+
+    def values(self) -> Any:
+        values = self.data if self.data is not None else to_jsonable(self.raw)
+        return values if values is not None else {}
 
 
 def _name(event: str, ns: tuple[str, ...]) -> str:
@@ -223,7 +341,7 @@ def _name(event: str, ns: tuple[str, ...]) -> str:
 
 
 def _events(mode: str, chunk: Any, asked: list[str], messages: _Messages) -> list[tuple[str, Any]]:
-    """The Platform events for one LangGraph chunk."""
+    """The Platform events for one LangGraph chunk (or one ``astream_events`` event)."""
     if mode == "messages":
         out: list[tuple[str, Any]] = []
         if "messages-tuple" in asked:
@@ -265,4 +383,4 @@ def _error_result(error: str, message: str) -> dict[str, Any]:
     return {"__error__": {"error": error, "message": message}}
 
 
-__all__ = ["Outcome", "Runner"]
+__all__ = ["Admitted", "Outcome", "Runner"]

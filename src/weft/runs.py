@@ -4,6 +4,12 @@ join/wait/stream, cancellation, thread bookkeeping, webhooks and crash recovery.
 The queue is in process (:class:`LocalQueue`): the one place to swap for a worker queue
 shared by several processes. Pending runs live in storage, so a restarted process takes
 them up again.
+
+A run's bookkeeping costs two storage writes on its critical path: one admission that
+stamps the thread, admits the run and, when the thread is free, claims it at once; and one
+finish that records the outcome with the thread's head state and claims the thread's next
+run. The admission's request, assistant and thread go to the runner, which reads none of
+them again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pydantic import ValidationError
 
 from weft.assistants import Assistants
 from weft.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableEntityError
-from weft.runner import Outcome, Runner
+from weft.runner import Admitted, Outcome, Runner
 from weft.schema import (
     INFLIGHT_STATUSES,
     RUN_STATUSES,
@@ -27,11 +33,9 @@ from weft.schema import (
     RunEvent,
     RunRequest,
     RunStatus,
-    Thread,
-    check_writable,
 )
 from weft.storage import Storage
-from weft.storage.base import ThreadPatch
+from weft.storage.base import Admission, Finished, ThreadPatch
 from weft.streams import RunStreams
 from weft.threads import Threads
 from weft.validation import choice, page, pydantic_message, uuid_arg
@@ -43,49 +47,81 @@ _POLL = 0.05
 
 class LocalQueue:
     """Starts admitted runs in this process: per thread, the oldest pending run once none is
-    running (storage's ``claim_run`` decides), at most ``concurrency`` at once."""
+    running (storage's claims decide), at most ``concurrency`` at once.
+
+    Whoever claims a run starts its task at once, with nothing awaited in between, so a run
+    this process claimed always has its task here.
+    """
 
     def __init__(self, runs: Runs, concurrency: int) -> None:
         self.runs = runs
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cancellable: set[str] = set()
+        """Runs whose task may be cancelled now: it has begun (a task cancelled before it
+        begins would run nothing, not even its clean-up) and its graph has not ended (the
+        bookkeeping after it is not cut short). The others see ``cancel_actions``."""
         self.cancel_actions: dict[str, str] = {}
         self.timers: set[asyncio.TimerHandle] = set()
+        self.kicks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    def start(self, run: Run, admitted: Admitted | None = None) -> None:
+        """Execute ``run``, already claimed (``running``)."""
+        self.tasks[run.run_id] = asyncio.get_running_loop().create_task(
+            self.runs._execute(run, admitted), name=f"run {run.run_id}"
+        )
 
     def submit(self, run: Run) -> None:
-        delay = run.kwargs.get("after_seconds") or 0
+        """Start ``run`` (``pending``) when its thread and its ``after_seconds`` allow."""
+        self.later(run.thread_id, run.kwargs.get("after_seconds") or 0)
+
+    def later(self, thread_id: str | None, delay: float = 0) -> None:
+        """:meth:`kick` the thread in ``delay`` seconds (0: as soon as the loop can)."""
+        if self.stopping or thread_id is None:
+            return
+        loop = asyncio.get_running_loop()
         if delay > 0:
-            handle = asyncio.get_running_loop().call_later(delay, self._kick_soon, run)
+
+            def fire() -> None:
+                self.timers.discard(handle)
+                self.later(thread_id)
+
+            handle = loop.call_later(delay, fire)
             self.timers.add(handle)
         else:
-            self._kick_soon(run)
-
-    def _kick_soon(self, run: Run) -> None:
-        asyncio.get_running_loop().create_task(self.kick(run.thread_id))
+            task = loop.create_task(self.kick(thread_id))
+            self.kicks.add(task)
+            task.add_done_callback(self.kicks.discard)
 
     async def kick(self, thread_id: str | None) -> None:
-        """Start the thread's oldest pending run if it may start now."""
-        if thread_id is None:
+        """Start the thread's oldest pending run if it may start now (a delayed one: when
+        its delay has passed)."""
+        if thread_id is None or self.stopping:
             return
-        pending = await self.runs.storage.list_runs(thread_id, status="pending", limit=1000)
+        try:
+            pending = await self.runs.storage.list_runs(thread_id, status="pending", limit=1000)
+        except NotFoundError:
+            return  # the thread went, with its runs
         now = datetime.now(UTC)
         for run in reversed(pending):  # oldest first
-            delay = run.kwargs.get("after_seconds") or 0
-            if run.created_at + timedelta(seconds=delay) > now:
-                return  # FIFO: a delayed run holds the ones behind it
+            due = run.created_at + timedelta(seconds=run.kwargs.get("after_seconds") or 0)
+            if due > now:  # FIFO: a delayed run holds the ones behind it
+                self.later(thread_id, (due - now).total_seconds())
+                return
             claimed = await self.runs.storage.claim_run(run.run_id, started_at=now)
             if claimed is not None:
-                self.tasks[run.run_id] = asyncio.get_running_loop().create_task(
-                    self.runs._execute(claimed), name=f"run {run.run_id}"
-                )
+                self.start(claimed)
             return
 
     async def cancel(self, run_id: str, action: str, *, wait: bool) -> bool:
+        """Stop the run's task; False when this process has no task for it."""
         task = self.tasks.get(run_id)
         if task is None or task.done():
             return False
         self.cancel_actions[run_id] = action
-        task.cancel()
+        if run_id in self.cancellable:
+            task.cancel()
         if wait:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
@@ -93,17 +129,22 @@ class LocalQueue:
 
     async def stop(self, grace: float) -> None:
         """Give in-flight runs ``grace`` seconds, then put them back to ``pending``."""
+        self.stopping = True
         for handle in self.timers:
             handle.cancel()
+        if self.kicks:
+            await asyncio.wait(list(self.kicks))
         tasks = [t for t in self.tasks.values() if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
-        for run_id, task in list(self.tasks.items()):
-            if not task.done():
-                self.cancel_actions.setdefault(run_id, "shutdown")
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        while any(not t.done() for t in self.tasks.values()):
+            for run_id, task in list(self.tasks.items()):
+                if not task.done():
+                    self.cancel_actions.setdefault(run_id, "shutdown")
+                    if run_id in self.cancellable:
+                        task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
 
 class Runs:
@@ -163,26 +204,81 @@ class Runs:
         deleted when it ends unless ``on_completion="keep"``).
 
         ``options`` are the Platform's run options (:class:`weft.schema.RunRequest`); an
-        unknown one is an error naming it. Returns the run as admitted (``pending``).
+        unknown one is an error naming it. Returns the run as admitted (``pending``; it
+        may have started already).
         """
+        run, _ = await self._create(thread_id, assistant_id, owner, options)
+        return run
+
+    async def _create(
+        self,
+        thread_id: str | None,
+        assistant_id: str,
+        owner: str | None,
+        options: Mapping[str, Any],
+    ) -> tuple[Run, asyncio.Future[Outcome]]:
+        """Admit a run; it and the future of its outcome. The admission reads the assistant
+        itself, in its one write: a run on an existing thread costs no read before it."""
         request = _request(options)
         _check(request, stateless=thread_id is None)
         if request.webhook:
             await self.webhooks.check_url(request.webhook)
-        assistant = await self.assistants.get(assistant_id, owner=owner)
-        thread = await self._thread(thread_id, request, assistant.graph_id, owner)
-        check_writable(thread, "run")
-        stamps = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
-        if any(thread.metadata.get(k) != v for k, v in stamps.items()):
-            await self.threads.update(thread.thread_id, metadata=stamps, owner=owner)
-        now = datetime.now(UTC)
+        resolved = self.assistants.resolve_id(assistant_id)
+        if thread_id is None:
+            assistant = await self.assistants.get(resolved, owner=owner)
+            tid = (
+                await self.threads.create(
+                    graph_id=assistant.graph_id, metadata={"stateless": True}, owner=owner
+                )
+            ).thread_id
+        else:
+            tid = uuid_arg(thread_id, "thread_id")
         kwargs = request.model_dump(mode="json", exclude_defaults=True)
         if thread_id is None:
             kwargs["on_completion"] = request.on_completion or "delete"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            admission = await self._admit(tid, resolved, request, kwargs, owner, future)
+        except NotFoundError:
+            if request.if_not_exists != "create" or thread_id is None:
+                raise
+            assistant = await self.assistants.get(resolved, owner=owner)  # it may be missing
+            await self.threads.create(
+                thread_id=tid, graph_id=assistant.graph_id, if_exists="do_nothing", owner=owner
+            )
+            admission = await self._admit(tid, resolved, request, kwargs, owner, future)
+        run = admission.run
+        assert admission.assistant is not None
+        self.streams.open(run.run_id, resumable=request.stream_resumable)
+        if run.status == "running":
+            self.queue.start(run, Admitted(request, admission.assistant, admission.thread))
+        if request.multitask_strategy in CANCEL_ACTIONS and admission.inflight:
+            await self._displace(admission.inflight, request.multitask_strategy)
+        if run.status != "running":
+            self.queue.submit(run)
+        if run.status != "pending":
+            run = run.model_copy(
+                update={"status": "pending", "attempt": 0, "started_at": None},
+            )
+        return run, future
+
+    async def _admit(
+        self,
+        thread_id: str,
+        assistant_id: str,
+        request: RunRequest,
+        kwargs: dict[str, Any],
+        owner: str | None,
+        future: asyncio.Future[Outcome],
+    ) -> Admission:
+        """Read the assistant, stamp the thread, admit the run and claim it when the thread
+        is free: one write. Nothing is awaited between taking the time and handing the write
+        over, so runs of this process are admitted in the order of their ``created_at``."""
+        now = datetime.now(UTC)
         run = Run(
             run_id=str(uuid6()),
-            thread_id=thread.thread_id,
-            assistant_id=assistant.assistant_id,
+            thread_id=thread_id,
+            assistant_id=assistant_id,
             metadata=dict(request.metadata or {}),
             kwargs=kwargs,
             multitask_strategy=request.multitask_strategy,
@@ -190,35 +286,17 @@ class Runs:
             created_at=now,
             updated_at=now,
         )
-        loop = asyncio.get_running_loop()
-        self._results[run.run_id] = loop.create_future()
+        self._results[run.run_id] = future
         try:
-            inflight = await self.storage.admit_run(run, owner=owner)
+            return await self.storage.admit(
+                run,
+                owner=owner,
+                claim=not request.after_seconds and not self.queue.stopping,
+                stamp=True,
+            )
         except BaseException:
             self._results.pop(run.run_id, None)
             raise
-        self.streams.open(run.run_id, resumable=request.stream_resumable)
-        if request.multitask_strategy in CANCEL_ACTIONS and inflight:
-            await self._displace(inflight, request.multitask_strategy)
-        self.queue.submit(run)
-        return run
-
-    async def _thread(
-        self, thread_id: str | None, request: RunRequest, graph_id: str, owner: str | None
-    ) -> Thread:
-        if thread_id is None:
-            return await self.threads.create(
-                graph_id=graph_id, metadata={"stateless": True}, owner=owner
-            )
-        tid = uuid_arg(thread_id, "thread_id")
-        try:
-            return await self.threads.get(tid, owner=owner)
-        except NotFoundError:
-            if request.if_not_exists != "create":
-                raise
-            return await self.threads.create(
-                thread_id=tid, graph_id=graph_id, if_exists="do_nothing", owner=owner
-            )
 
     async def _displace(self, inflight: Sequence[Run], action: str) -> None:
         """``interrupt``/``rollback``: cancel the runs in flight before a new one."""
@@ -232,23 +310,31 @@ class Runs:
 
     # --- executing ------------------------------------------------------------------------
 
-    async def _execute(self, run: Run) -> None:
-        stored = await self.storage.run_events(run.run_id) if run.attempt > 1 else []
-        self.streams.open(
-            run.run_id,
-            resumable=bool(run.kwargs.get("stream_resumable")),
-            first_seq=stored[-1].seq if stored else 0,
-        )
+    async def _execute(self, run: Run, admitted: Admitted | None = None) -> None:
+        queue = self.queue
+        if queue.stopping:
+            queue.cancel_actions.setdefault(run.run_id, "shutdown")
         outcome: Outcome | None = None
-        cancelled = False
-        async with self.queue.slots:
+        cancelled = run.run_id in queue.cancel_actions  # cancelled before it began
+        again = finished = False
+        action: str | None = None
+        queue.cancellable.add(run.run_id)
+        try:
             try:
-                outcome = await self.runner.execute(run)
+                stored = await self.storage.run_events(run.run_id) if run.attempt > 1 else []
+                self.streams.open(
+                    run.run_id,
+                    resumable=bool(run.kwargs.get("stream_resumable")),
+                    first_seq=stored[-1].seq if stored else 0,
+                )
+                if not cancelled:
+                    async with queue.slots:
+                        outcome = await self.runner.execute(run, admitted)
             except asyncio.CancelledError:
                 cancelled = True
-        action = self.queue.cancel_actions.pop(run.run_id, None)
-        again = False
-        try:
+            finally:
+                queue.cancellable.discard(run.run_id)
+            action = queue.cancel_actions.get(run.run_id)
             if cancelled and action == "shutdown":
                 with contextlib.suppress(ConflictError):  # it ended meanwhile
                     await self.storage.requeue_run(run.run_id, updated_at=datetime.now(UTC))
@@ -264,32 +350,49 @@ class Runs:
                 await self.storage.requeue_run(run.run_id, updated_at=datetime.now(UTC))
                 again = True
                 return
-            await self._finish(run, outcome)
+            finished = await self._finish(run, outcome)
         finally:
-            self.queue.tasks.pop(run.run_id, None)
+            action = queue.cancel_actions.pop(run.run_id, action)
+            queue.tasks.pop(run.run_id, None)
             if not again:
                 await self.streams.close(run.run_id)
-            if action != "shutdown":
-                await self.queue.kick(run.thread_id)
+            if not finished and action not in ("shutdown", "rollback"):
+                queue.later(run.thread_id)
 
-    async def _finish(self, run: Run, outcome: Outcome) -> None:
+    def _next(self, thread_id: str | None, finished: Finished) -> None:
+        """Start the run a finish claimed; look again only when runs are left waiting."""
+        if finished.next is not None:
+            self.queue.start(finished.next)
+        elif finished.waiting:
+            self.queue.later(thread_id)
+
+    async def _finish(self, run: Run, outcome: Outcome) -> bool:
+        """Record the outcome and start the thread's next run. False when the run had ended
+        already (cancelled meanwhile). A run cancelled by a ``rollback`` starts nothing: the
+        canceller deletes its checkpoints first, then starts the next run."""
         assert run.thread_id is not None
+        patch = outcome.patch or await self._thread_patch(run.thread_id, outcome.status)
+        rolled_back = self.queue.cancel_actions.get(run.run_id) == "rollback"
         try:
-            ended = await self.storage.finish_run(
+            done = await self.storage.finish(
                 run.run_id,
                 status=outcome.status,
                 error=outcome.error,
                 ended_at=datetime.now(UTC),
-                thread_patch=await self._thread_patch(run.thread_id, outcome.status),
+                thread_patch=patch,
+                claim_next=not rolled_back and not self.queue.stopping,
             )
         except ConflictError:  # cancelled while it was being claimed: already ended
             self._settle(run.run_id, outcome)
-            return
+            return False
+        if not rolled_back:
+            self._next(run.thread_id, done)
         if run.kwargs.get("webhook"):
-            self.webhooks.send(str(run.kwargs["webhook"]), ended, outcome.result)
+            self.webhooks.send(str(run.kwargs["webhook"]), done.run, outcome.result)
         if run.kwargs.get("on_completion") == "delete":
             await self.threads.delete(run.thread_id)
         self._settle(run.run_id, outcome)
+        return True
 
     async def _thread_patch(self, thread_id: str, status: RunStatus) -> ThreadPatch:
         """The thread's head state and status after a run ended with ``status``."""
@@ -352,10 +455,17 @@ class Runs:
             values = {**values, "__interrupt__": state.interrupts}
         return values
 
-    async def wait(self, thread_id: str | None, assistant_id: str, **options: Any) -> Any:
+    async def wait(
+        self,
+        thread_id: str | None,
+        assistant_id: str,
+        *,
+        owner: str | None = None,
+        **options: Any,
+    ) -> Any:
         """Create a run and return its result (see :meth:`join`)."""
-        run = await self.create(thread_id, assistant_id, **options)
-        return await self.join(None, run.run_id)
+        _, future = await self._create(thread_id, assistant_id, owner, options)
+        return (await asyncio.shield(future)).result
 
     async def stream(
         self, thread_id: str | None, assistant_id: str, **options: Any
@@ -415,21 +525,27 @@ class Runs:
         run = await self.get(thread_id, run_id, owner=owner)
         if run.status not in INFLIGHT_STATUSES:
             raise ConflictError(f"run {run.run_id} already ended ({run.status}); nothing to cancel")
-        if not await self.queue.cancel(run.run_id, action, wait=wait or action == "rollback"):
+        waits = wait or action == "rollback"
+        if not await self.queue.cancel(run.run_id, action, wait=waits):
+            # Not executing here: pending, or claimed a moment ago (its task comes next).
+            assert run.thread_id is not None
             with contextlib.suppress(ConflictError):
-                assert run.thread_id is not None
-                await self.storage.finish_run(
+                finished = await self.storage.finish(
                     run.run_id,
                     status="interrupted",
                     error=f"cancelled ({action})",
                     ended_at=datetime.now(UTC),
                     thread_patch=await self._thread_patch(run.thread_id, "interrupted"),
+                    claim_next=action != "rollback",
                 )
+                if action != "rollback":
+                    self._next(run.thread_id, finished)
             self._settle(run.run_id, Outcome("interrupted", None, "cancelled"))
-            await self.queue.kick(run.thread_id)
+            await self.queue.cancel(run.run_id, action, wait=waits)
         if action == "rollback":
             await self.storage.checkpointer.adelete_for_runs([run.run_id])
             await self.storage.delete_runs([run.run_id])
+            self.queue.later(run.thread_id)
 
     async def cancel_many(
         self,
@@ -460,6 +576,31 @@ class Runs:
                     done += 1
         return done
 
+    async def submit(
+        self,
+        thread_id: str | None,
+        assistant_id: str,
+        *,
+        owner: str | None = None,
+        **options: Any,
+    ) -> tuple[Run, asyncio.Future[Any]]:
+        """Create a run; it and a future of its result (see :meth:`join`), for callers that
+        need the run before its end (the HTTP wait sends its id first). Cancelling the
+        future leaves the run alone."""
+        run, outcome = await self._create(thread_id, assistant_id, owner, options)
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[Outcome]) -> None:
+            if result.done():
+                return
+            if done.cancelled():
+                result.cancel()
+            else:
+                result.set_result(done.result().result)
+
+        outcome.add_done_callback(settle)
+        return run, result
+
 
 def _request(options: Mapping[str, Any]) -> RunRequest:
     given = {k: v for k, v in options.items() if v is not None}
@@ -475,14 +616,6 @@ def _check(request: RunRequest, *, stateless: bool) -> None:
     configurable = (request.config or {}).get("configurable")
     if configurable and request.context:
         raise BadRequestError("set either config.configurable or context, not both; prefer context")
-    modes = request.stream_modes
-    if "events" in modes and len(modes) > 1:
-        raise BadRequestError("stream_mode 'events' cannot be combined with other modes")
-    if "events" in modes:
-        raise BadRequestError(
-            "stream_mode 'events' is not supported by weft; use values, updates, messages, "
-            "messages-tuple, debug, custom, tasks or checkpoints"
-        )
     if stateless:
         if request.command is not None and request.command.resume is not None:
             raise BadRequestError("a resume needs a thread: a stateless run has nothing to resume")

@@ -14,6 +14,7 @@ from langgraph.types import Command, StreamMode
 
 from weft.assistants import Assistants
 from weft.config import Settings
+from weft.crons import Crons
 from weft.errors import BadRequestError, RunError, WeftError
 from weft.graphs import GraphRegistry
 from weft.runner import Runner
@@ -40,6 +41,7 @@ class Runtime:
     threads: Threads
     sessions: Sessions
     runs: Runs
+    crons: Crons
 
     @classmethod
     @asynccontextmanager
@@ -80,6 +82,14 @@ class Runtime:
                 max_attempts=settings.runs.max_attempts,
             )
             await runs.start()
+            crons = Crons(
+                storage,
+                assistants,
+                threads,
+                runs,
+                poll_seconds=settings.runs.cron_poll_seconds,
+            )
+            await crons.start()
             try:
                 yield cls(
                     settings=settings,
@@ -89,8 +99,10 @@ class Runtime:
                     threads=threads,
                     sessions=sessions,
                     runs=runs,
+                    crons=crons,
                 )
             finally:
+                await crons.stop()
                 await runs.stop(grace=shutdown_grace)
 
     async def doctor(self, *, repair: bool = False) -> list[DoctorFinding]:

@@ -7,7 +7,7 @@ Timestamps are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -352,6 +352,69 @@ class RunEvent(BaseModel):
     data: Any
 
 
+# --- crons -----------------------------------------------------------------------------------
+
+OnRunCompleted = Literal["delete", "keep"]
+ON_RUN_COMPLETED: tuple[str, ...] = get_args(OnRunCompleted)
+
+CRON_FIELDS: tuple[str, ...] = (
+    "cron_id",
+    "assistant_id",
+    "thread_id",
+    "end_time",
+    "schedule",
+    "timezone",
+    "created_at",
+    "updated_at",
+    "user_id",
+    "payload",
+    "next_run_date",
+    "metadata",
+    "now",
+    "on_run_completed",
+    "enabled",
+)
+"""The fields of a cron a search may ``select`` (the Platform's; ``now`` is the server's time)."""
+
+
+class Cron(BaseModel):
+    """A schedule that creates runs: on ``thread_id``, or (None) each on a fresh thread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cron_id: str
+    assistant_id: str
+    thread_id: str | None = None
+    """None: each firing is a stateless run on a thread of its own."""
+    on_run_completed: OnRunCompleted | None = None
+    """Stateless crons only: ``delete`` (the default) or ``keep`` each run's thread."""
+    end_time: datetime | None = None
+    """No run is created for a slot after it."""
+    schedule: str
+    """A cron expression: 5 fields, or 6 with seconds last (croniter's syntax)."""
+    timezone: str | None = None
+    """The IANA time zone the schedule is read in; None means UTC."""
+    created_at: datetime
+    updated_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+    """The options of each run (:class:`RunRequest` fields), JSON."""
+    user_id: str | None = None
+    """The owner: who may see the cron, and whose runs it creates; None means everyone."""
+    next_run_date: datetime | None = None
+    """The next slot to fire; None when it will not fire (disabled, or past ``end_time``)."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+    def to_api(self, select: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+        """The Platform's JSON shape, optionally only ``select``'s keys (``now`` included)."""
+        data = self.model_dump(mode="json")
+        if not select:
+            return data
+        if "now" in select:
+            data["now"] = datetime.now(UTC).isoformat()
+        return {k: data[k] for k in select if k in data}
+
+
 # --- sessions --------------------------------------------------------------------------------
 
 SessionStatus = Literal["active", "completed", "failed", "cancelled", "archived"]
@@ -407,11 +470,13 @@ class Interaction(BaseModel):
 
 __all__ = [
     "ASSISTANT_FIELDS",
+    "CRON_FIELDS",
     "INFLIGHT_STATUSES",
     "INTERACTION_KINDS",
     "LIFECYCLES",
     "LIFECYCLE_MOVES",
     "MULTITASK_STRATEGIES",
+    "ON_RUN_COMPLETED",
     "RUNNABLE_LIFECYCLES",
     "RUN_STATUSES",
     "SESSION_STATUSES",
@@ -422,10 +487,12 @@ __all__ = [
     "USER_INTERACTION_KINDS",
     "Assistant",
     "AssistantVersion",
+    "Cron",
     "Interaction",
     "InteractionKind",
     "Lifecycle",
     "MultitaskStrategy",
+    "OnRunCompleted",
     "Rollback",
     "Run",
     "RunCommand",

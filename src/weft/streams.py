@@ -23,6 +23,8 @@ from weft.storage import Storage
 @dataclass
 class _Live:
     resumable: bool
+    base: int = 0
+    """The seq before the first event kept here: ``events[i].seq == base + 1 + i``."""
     events: list[RunEvent] = field(default_factory=list)
     waiters: set[asyncio.Event] = field(default_factory=set)
     unsaved: list[RunEvent] = field(default_factory=list)
@@ -44,14 +46,14 @@ class RunStreams:
         current = self._live.get(run_id)
         if current is not None and not current.ended:
             return
-        self._live[run_id] = _Live(resumable=resumable)
+        self._live[run_id] = _Live(resumable=resumable, base=first_seq)
         self._next[run_id] = first_seq
 
     def publish(self, run_id: str, event: str, data: Any) -> RunEvent:
         """Append one event to a run's stream and wake its listeners."""
         live = self._live[run_id]
         self._next[run_id] += 1
-        item = RunEvent(seq=self._next[run_id], event=event, data=data)
+        item = RunEvent.model_construct(seq=self._next[run_id], event=event, data=data)
         live.events.append(item)
         if live.resumable:
             live.unsaved.append(item)
@@ -99,14 +101,15 @@ class RunStreams:
         try:
             while True:
                 waiter.clear()
-                pending = [e for e in live.events if e.seq > sent]
-                for item in pending:
-                    yield item
-                    sent = item.seq
-                if live.ended and not any(e.seq > sent for e in live.events):
+                start = max(0, sent - live.base)
+                if start < len(live.events):
+                    for item in live.events[start:]:
+                        yield item
+                        sent = item.seq
+                    continue
+                if live.ended:
                     return
-                if not pending:
-                    await waiter.wait()
+                await waiter.wait()
         finally:
             live.waiters.discard(waiter)
 

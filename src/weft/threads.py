@@ -280,10 +280,16 @@ class Threads:
 
         From ``checkpoint_id`` it forks in place (the Platform's behaviour): the new head's
         parent is that checkpoint. Returns ``{"checkpoint": {...}}`` naming the new head.
-        Refused on snapshots and on threads whose lifecycle is not active or paused.
+        Refused on snapshots, on threads whose lifecycle is not active or paused, and
+        while a run is in flight (status ``busy``; :class:`ConflictError`).
         """
         thread = await self.get(thread_id, owner=owner)
         check_writable(thread, "state update")
+        if thread.status == "busy":
+            raise ConflictError(
+                f"thread {thread.thread_id} is busy: a run is in flight; update its state "
+                "after the run ends, or cancel the run first"
+            )
         cp = _checkpoint_arg(checkpoint_id)
         graph_id = _graph_id(thread)
         if graph_id is None:
@@ -358,16 +364,9 @@ class Threads:
         (``busy`` kept with ``keep_busy``)."""
         thread = await self.storage.get_thread(thread_id)
         state = await self._state(thread, None)
-        status: ThreadStatus
         if keep_busy and thread.status == "busy":
-            status = "busy"
-        elif failed:
-            status = "error"
-        elif interrupts_by_task(state) or state.interrupts:
-            status = "interrupted"
-        else:
-            status = "idle"
-        return state_patch(state, status=status)
+            return state_patch(state, status="busy")
+        return head_patch_of(state, failed=failed)
 
     # --- branch, snapshot, rollback, copy, prune ------------------------------------------
 
@@ -607,6 +606,20 @@ def _query(
     )
 
 
+def head_patch_of(state: ThreadState, *, failed: bool = False) -> ThreadPatch:
+    """The thread record's change for head state ``state`` (see :meth:`Threads.head_patch`):
+    status ``error`` after a failed run, ``interrupted`` while an interrupt waits, else
+    ``idle``."""
+    status: ThreadStatus
+    if failed:
+        status = "error"
+    elif interrupts_by_task(state) or state.interrupts:
+        status = "interrupted"
+    else:
+        status = "idle"
+    return state_patch(state, status=status)
+
+
 def _select(select: Sequence[str] | None) -> list[str] | None:
     if select is None:
         return None
@@ -628,4 +641,10 @@ def _graph_id(thread: Thread) -> str | None:
     return graph_id if isinstance(graph_id, str) else None
 
 
-__all__ = ["IF_EXISTS_VALUES", "PRUNE_STRATEGIES", "SORT_BY_VALUES", "Threads"]
+__all__ = [
+    "IF_EXISTS_VALUES",
+    "PRUNE_STRATEGIES",
+    "SORT_BY_VALUES",
+    "Threads",
+    "head_patch_of",
+]

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from tests.storage.test_assistants_storage import make as make_assistant
 from tests.storage.test_threads_storage import T0, make_thread, scalar
 from weft.errors import BadRequestError, ConflictError, NotFoundError
 from weft.schema import MultitaskStrategy, Run, RunEvent, Thread
 from weft.storage import Storage
-from weft.storage.base import ThreadPatch
+from weft.storage.base import ThreadPatch, ThreadQuery
 
 
 def at(seconds: float) -> datetime:
@@ -30,12 +31,13 @@ def make_run(
     run_id: str | None = None,
     created: float = 0,
     multitask_strategy: MultitaskStrategy = "enqueue",
+    assistant_id: str = "agent",
     **fields: Any,
 ) -> Run:
     return Run(
         run_id=run_id or str(uuid.uuid4()),
         thread_id=thread_id,
-        assistant_id="agent",
+        assistant_id=assistant_id,
         multitask_strategy=multitask_strategy,
         created_at=at(created),
         updated_at=at(created),
@@ -431,6 +433,154 @@ async def test_finish_keeps_the_thread_busy_while_another_run_is_in_flight(
         thread_patch=ThreadPatch(updated_at=at(6), status="interrupted"),
     )
     assert (await storage.get_thread(t.thread_id)).status == "interrupted"
+
+
+# --- one write per admission and per finish ---------------------------------------------------
+
+
+async def test_admit_claims_at_once_and_stamps_the_thread_when_it_is_free(
+    storage: Storage,
+) -> None:
+    t = await new_thread(storage, metadata={"keep": 1, "graph_id": "agent"}, owner="alice")
+    assistant = await storage.put_assistant(make_assistant(owner="alice"), if_exists="raise")
+    aid = assistant.assistant_id
+    run = make_run(t.thread_id, created=1, assistant_id=aid)
+    stamps = {"graph_id": "agent", "assistant_id": aid}
+    admitted = await storage.admit(run, owner="alice", claim=True, stamp=True)
+    running = run.model_copy(
+        update={"status": "running", "attempt": 1, "started_at": at(1), "updated_at": at(1)}
+    )
+    assert admitted.run == running
+    assert admitted.inflight == []
+    assert admitted.assistant == assistant
+    assert await storage.get_run(run.run_id) == running
+    stored = await storage.get_thread(t.thread_id)
+    assert stored.status == "busy"
+    assert stored.metadata == {"keep": 1, **stamps}
+    assert admitted.thread == stored
+    assert [x.thread_id for x in await storage.search_threads(ThreadQuery(metadata=stamps))] == [
+        t.thread_id
+    ]
+
+    # in flight: admitted pending, the thread's metadata left as it is
+    second = make_run(t.thread_id, created=2, assistant_id=aid)
+    queued = await storage.admit(second, claim=True, stamp=True)
+    assert queued.run == second
+    assert queued.inflight == [running]
+    assert (await storage.get_run(second.run_id)).status == "pending"
+    assert queued.thread is not None
+    assert queued.thread.metadata == stored.metadata
+
+    # interrupt: the pending runs stop, the running one stays, so nothing is claimed
+    third = make_run(t.thread_id, created=3, multitask_strategy="interrupt")
+    displacing = await storage.admit(third, claim=True)
+    assert displacing.run.status == "pending"
+    assert [r.status for r in displacing.inflight] == ["running", "interrupted"]
+
+
+async def test_admit_reads_the_assistant_first(storage: Storage) -> None:
+    t = await new_thread(storage)
+    private = await storage.put_assistant(make_assistant(owner="bob"), if_exists="raise")
+    for assistant_id in (str(uuid.uuid4()), private.assistant_id):
+        run = make_run(str(uuid.uuid4()), assistant_id=assistant_id)  # no such thread either
+        with pytest.raises(NotFoundError) as e:
+            await storage.admit(run, owner="alice", claim=True, stamp=True)
+        assert str(e.value) == f"assistant {assistant_id} not found"
+    with pytest.raises(NotFoundError) as e:
+        await storage.admit(make_run(t.thread_id, assistant_id="nope"), stamp=True)
+    assert str(e.value) == "assistant nope not found"
+    assert await storage.runs_with_status(["pending", "running"]) == []
+    assert (await storage.get_thread(t.thread_id)).metadata == {}
+
+
+async def test_admit_claims_when_only_stopped_runs_were_in_flight(storage: Storage) -> None:
+    t = await new_thread(storage)
+    pending = await admit(storage, t.thread_id, 1)
+    new = make_run(t.thread_id, created=2, multitask_strategy="rollback")
+    admitted = await storage.admit(new, claim=True)
+    assert admitted.run.status == "running"
+    assert [(r.run_id, r.status) for r in admitted.inflight] == [(pending.run_id, "interrupted")]
+
+
+async def test_admit_refuses_threads_that_take_no_runs(storage: Storage) -> None:
+    snapshot = await new_thread(storage, kind="snapshot")
+    with pytest.raises(ConflictError) as e:
+        await storage.admit(make_run(snapshot.thread_id), claim=True)
+    assert str(e.value) == (
+        f"thread {snapshot.thread_id} is a snapshot and is read-only: run refused; "
+        "branch it to continue from its state"
+    )
+    done = await new_thread(storage, lifecycle="completed")
+    with pytest.raises(ConflictError) as e:
+        await storage.admit_run(make_run(done.thread_id))
+    assert str(e.value) == (
+        f"thread {done.thread_id} has lifecycle 'completed': run refused; "
+        "run needs lifecycle 'active' or 'paused'"
+    )
+    assert await storage.runs_with_status(["pending", "running"]) == []
+
+
+async def test_admit_claims_stateless_runs_at_once(storage: Storage) -> None:
+    assistant = await storage.put_assistant(make_assistant(), if_exists="raise")
+    run = make_run(None, created=1, assistant_id=assistant.assistant_id)
+    admitted = await storage.admit(run, claim=True, stamp=True)
+    assert admitted.run.status == "running"
+    assert admitted.thread is None
+    assert admitted.assistant == assistant
+    assert await storage.get_run(run.run_id) == admitted.run
+
+
+async def test_finish_claims_the_next_run_in_the_same_write(storage: Storage) -> None:
+    t = await new_thread(storage)
+    first = (await storage.admit(make_run(t.thread_id, created=1), claim=True)).run
+    second = await admit(storage, t.thread_id, 2)
+    third = await admit(storage, t.thread_id, 3)
+    done = await storage.finish(
+        first.run_id,
+        status="success",
+        error=None,
+        ended_at=at(4),
+        thread_patch=ThreadPatch(updated_at=at(4), status="idle", values={"n": 1}),
+        claim_next=True,
+    )
+    assert done.run == await storage.get_run(first.run_id)
+    assert done.run.status == "success"
+    assert done.next == second.model_copy(
+        update={"status": "running", "attempt": 1, "started_at": at(4), "updated_at": at(4)}
+    )
+    assert done.waiting is False
+    assert await statuses(storage, first, second, third) == ["success", "running", "pending"]
+    thread = await storage.get_thread(t.thread_id)
+    assert thread.status == "busy"
+    assert thread.values == {"n": 1}
+
+    # without claim_next: the pending run is left waiting
+    left = await storage.finish(second.run_id, status="error", error="boom", ended_at=at(5))
+    assert left.next is None
+    assert left.waiting is True
+    assert await statuses(storage, third) == ["pending"]
+    last = await storage.finish(third.run_id, status="interrupted", error=None, ended_at=at(6))
+    assert (last.next, last.waiting) == (None, False)
+
+
+async def test_finish_leaves_a_delayed_run_until_it_is_due(storage: Storage) -> None:
+    t = await new_thread(storage)
+    first = (await storage.admit(make_run(t.thread_id, created=1), claim=True)).run
+    delayed = await admit(storage, t.thread_id, 2, kwargs={"after_seconds": 10})
+    behind = await admit(storage, t.thread_id, 3)
+    done = await storage.finish(
+        first.run_id, status="success", error=None, ended_at=at(4), claim_next=True
+    )
+    assert (done.next, done.waiting) == (None, True)  # FIFO: the delayed one holds the queue
+    assert await statuses(storage, delayed, behind) == ["pending", "pending"]
+    await storage.finish(behind.run_id, status="interrupted", error=None, ended_at=at(5))
+    assert (await storage.claim_run(delayed.run_id, started_at=at(12))) is not None
+    again = await admit(storage, t.thread_id, 13, kwargs={"after_seconds": 1})
+    due = await storage.finish(
+        delayed.run_id, status="success", error=None, ended_at=at(14), claim_next=True
+    )
+    assert due.next is not None
+    assert due.next.run_id == again.run_id
 
 
 # --- deletion, events, counts ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from weft.schema import (
     ThreadKind,
     ThreadStatus,
 )
+from weft.storage.base_crons import CronRecords
 from weft.storage.urls import DatabaseUrl, Dialect
 
 IfExists = Literal["raise", "do_nothing"]
@@ -152,6 +153,34 @@ class ThreadPatch:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """What :meth:`Storage.admit` did, in one transaction."""
+
+    run: Run
+    """The run as stored: ``pending``, or ``running`` when it was claimed at once."""
+    inflight: list[Run]
+    """The thread's runs that were in flight before it, oldest first, as they are now."""
+    thread: Thread | None
+    """The thread after the admission (``busy``, metadata stamped); None for a run without
+    a thread."""
+    assistant: Assistant | None = None
+    """The run's assistant as the admission read it (with ``stamp``)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :meth:`Storage.finish` did, in one transaction."""
+
+    run: Run
+    """The run as ended."""
+    next: Run | None = None
+    """The thread's next run, claimed (``running``) in the same transaction."""
+    waiting: bool = False
+    """Runs of the thread are still ``pending`` and none was claimed (one is not due yet,
+    or ``claim_next`` was off)."""
+
+
+@dataclass(frozen=True)
 class SessionQuery:
     """Which sessions a search or count considers. Ranges are inclusive."""
 
@@ -221,7 +250,7 @@ def version_of(assistant: Assistant, version: int, created_at: datetime) -> Assi
     )
 
 
-class Storage(ABC):
+class Storage(CronRecords, ABC):
     """weft's records, LangGraph's checkpoints and the LangGraph store, on one database.
 
     Obtain one with :func:`weft.storage.open_storage`; it is closed when that context exits.
@@ -511,19 +540,36 @@ class Storage(ABC):
     # kept by the migration-2 triggers. A run whose ``thread_id`` is None is stateless.
 
     @abstractmethod
-    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
+    async def admit(
+        self,
+        run: Run,
+        *,
+        owner: str | None = None,
+        claim: bool = False,
+        stamp: bool = False,
+    ) -> Admission:
         """Insert ``run`` (status ``pending``) following its ``multitask_strategy``, in one
         transaction that serialises admissions on the same thread (SQLite: the writer;
         Postgres: ``SELECT ... FOR UPDATE`` of the thread row).
 
-        Returns the thread's runs that were in flight (``pending`` or ``running``) before it,
-        oldest first. With ``reject`` and any in flight: ConflictError
-        ``thread {tid} is busy: run {rid} is {status} (multitask_strategy='reject')``, and
-        nothing is written. With ``interrupt``/``rollback`` the in-flight runs that are still
-        ``pending`` are set to ``interrupted`` here (they never start); the running ones are
-        left to the caller to cancel. The thread's ``status`` becomes ``busy``. The thread
-        must exist and be visible (NotFoundError); stateless runs skip all of this.
+        The thread must exist and be visible (NotFoundError) and accept runs
+        (:func:`weft.schema.check_writable`: ConflictError for a snapshot or a lifecycle
+        other than ``active``/``paused``). With ``reject`` and any run in flight:
+        ConflictError ``thread {tid} is busy: run {rid} is {status}
+        (multitask_strategy='reject')``, and nothing is written. With
+        ``interrupt``/``rollback`` the in-flight runs that are still ``pending`` are set to
+        ``interrupted`` here (they never start); the running ones are left to the caller to
+        cancel. The thread's ``status`` becomes ``busy``. With ``claim``, the run is claimed
+        in the same transaction (``running``, ``attempt`` 1, ``started_at`` = ``created_at``)
+        when no other run of its thread is in flight. With ``stamp``, the run's assistant is
+        read first (NotFoundError ``assistant {id} not found`` when it is missing or
+        ``owner`` does not see it), returned, and its ``graph_id`` and ``assistant_id`` are
+        merged into the thread's metadata. A run without a thread skips the thread's part.
         """
+
+    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
+        """:meth:`admit` without claiming: the runs that were in flight before ``run``."""
+        return (await self.admit(run, owner=owner)).inflight
 
     @abstractmethod
     async def get_run(
@@ -560,6 +606,28 @@ class Storage(ABC):
         """Put a ``running`` run back to ``pending`` (crash recovery, retries)."""
 
     @abstractmethod
+    async def finish(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        error: str | None,
+        ended_at: datetime,
+        thread_patch: ThreadPatch | None = None,
+        claim_next: bool = False,
+    ) -> Finished:
+        """Set a run's final ``status`` and ``error`` (from ``pending`` or ``running``;
+        ConflictError ``run {rid} already ended ({status})`` otherwise) and, in the same
+        transaction, apply ``thread_patch`` to its thread (values, interrupts, status, ...)
+        except that the thread's status stays ``busy`` while another run of it is in flight.
+
+        With ``claim_next``, the thread's oldest ``pending`` run is claimed in the same
+        transaction (``started_at`` = ``ended_at``) when no run of the thread is running
+        any more and that run is due (``created_at`` + its ``kwargs["after_seconds"]`` is
+        not after ``ended_at``). A final ``status`` is one of the run statuses other than
+        ``pending`` and ``running`` (BadRequestError otherwise).
+        """
+
     async def finish_run(
         self,
         run_id: str,
@@ -569,11 +637,11 @@ class Storage(ABC):
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
     ) -> Run:
-        """Set a run's final ``status`` and ``error`` (from ``pending`` or ``running``;
-        ConflictError ``run {rid} already ended ({status})`` otherwise) and, in the same
-        transaction, apply ``thread_patch`` to its thread (values, interrupts, status, ...)
-        except that the thread's status stays ``busy`` while another run of it is in flight.
-        """
+        """:meth:`finish` without claiming: the run as ended."""
+        done = await self.finish(
+            run_id, status=status, error=error, ended_at=ended_at, thread_patch=thread_patch
+        )
+        return done.run
 
     @abstractmethod
     async def delete_runs(self, run_ids: Sequence[str]) -> None:

@@ -361,6 +361,58 @@ MIGRATIONS = (
     ),
 )
 
+# --- version 4: crons as the scheduler keeps them ----------------------------------------------
+
+# ``timezone`` becomes nullable (None: UTC, as the Platform shows it), ``on_run_completed``
+# is new (stateless crons), and the lookups by thread (the cascade of a thread's deletion) and
+# by assistant get indexes. SQLite cannot drop a NOT NULL: the table is rebuilt (it has no
+# dependants).
+_CRON_INDEXES = (
+    "CREATE INDEX crons_thread_id ON crons (thread_id)",
+    "CREATE INDEX crons_assistant_id ON crons (assistant_id)",
+)
+_SQLITE_V4: tuple[str, ...] = (
+    f"""CREATE TABLE crons_v4 (
+        cron_id TEXT PRIMARY KEY,
+        assistant_id TEXT NOT NULL,
+        thread_id TEXT REFERENCES threads (thread_id) ON DELETE CASCADE,
+        schedule TEXT NOT NULL,
+        timezone TEXT,
+        end_time TEXT,
+        enabled BOOLEAN NOT NULL DEFAULT TRUE,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        next_run_date TEXT,
+        owner TEXT,
+        created_at TEXT NOT NULL DEFAULT {_SQLITE_NOW},
+        updated_at TEXT NOT NULL DEFAULT {_SQLITE_NOW},
+        on_run_completed TEXT
+    )""",
+    "INSERT INTO crons_v4 (cron_id, assistant_id, thread_id, schedule, timezone, end_time, "
+    "enabled, payload, metadata, next_run_date, owner, created_at, updated_at) "
+    "SELECT cron_id, assistant_id, thread_id, schedule, timezone, end_time, enabled, payload, "
+    "metadata, next_run_date, owner, created_at, updated_at FROM crons",
+    "DROP TABLE crons",
+    "ALTER TABLE crons_v4 RENAME TO crons",
+    "CREATE INDEX crons_next_run_date ON crons (next_run_date)",
+    *_CRON_INDEXES,
+)
+_POSTGRES_V4: tuple[str, ...] = (
+    "ALTER TABLE crons ALTER COLUMN timezone DROP NOT NULL, "
+    "ALTER COLUMN timezone DROP DEFAULT, ADD COLUMN on_run_completed TEXT",
+    *_CRON_INDEXES,
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=4,
+        description="crons: nullable timezone, on_run_completed, thread and assistant indexes",
+        sqlite=_SQLITE_V4,
+        postgres=_POSTGRES_V4,
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

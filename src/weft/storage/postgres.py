@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from weft.errors import StorageError
 from weft.storage.migrations import SCHEMA_TABLE_POSTGRES, pending
 from weft.storage.postgres_assistants import PostgresAssistantStorage
+from weft.storage.postgres_crons import PostgresCronStorage
 from weft.storage.postgres_runs import PostgresRunStorage
 from weft.storage.postgres_sessions import PostgresDoctor, PostgresSessionStorage
 from weft.storage.postgres_threads import (
@@ -189,6 +190,7 @@ class PostgresStorage(
     PostgresThreadStorage,
     PostgresSessionStorage,
     PostgresRunStorage,
+    PostgresCronStorage,
     PostgresDoctor,
 ):
     """weft's storage on PostgreSQL. Obtain one with :func:`weft.storage.open_storage`."""

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from weft.errors import BadRequestError, ConflictError, NotFoundError
-from weft.schema import INFLIGHT_STATUSES, Run, RunEvent, RunStatus, check_lifecycle_move
-from weft.storage.base import ThreadPatch
+from weft.schema import (
+    INFLIGHT_STATUSES,
+    Run,
+    RunEvent,
+    RunStatus,
+    check_lifecycle_move,
+    check_writable,
+)
+from weft.storage.base import Admission, Finished, ThreadPatch
 from weft.storage.postgres_assistants import Conn, PostgresBase
+from weft.storage.postgres_assistants import _get as _get_assistant
 from weft.storage.postgres_threads import apply_patch, get_thread_row, owner_clause
 
 __all__ = ["PostgresRunStorage"]
@@ -53,13 +61,25 @@ _CLAIM_SQL = (
 class PostgresRunStorage(PostgresBase):
     """The run methods of :class:`weft.storage.postgres.PostgresStorage`."""
 
-    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
+    async def admit(
+        self,
+        run: Run,
+        *,
+        owner: str | None = None,
+        claim: bool = False,
+        stamp: bool = False,
+    ) -> Admission:
         tid = run.thread_id
+        new = run.model_copy(update={"status": "pending"})
         async with self._transaction() as conn:
+            assistant = await _get_assistant(conn, run.assistant_id, owner) if stamp else None
             if tid is None:
-                await _insert(conn, run)
-                return []
-            await get_thread_row(conn, tid, owner, lock="UPDATE")
+                if claim:
+                    new = _claimed(new, run.created_at)
+                await _insert(conn, new)
+                return Admission(new, [], None, assistant)
+            thread = await get_thread_row(conn, tid, owner, lock="UPDATE")
+            check_writable(thread, "run")
             cur = await conn.execute(_INFLIGHT_SQL, (tid, _INFLIGHT))
             inflight = [Run.model_validate(r) for r in await cur.fetchall()]
             strategy = run.multitask_strategy
@@ -81,12 +101,34 @@ class PostgresRunStorage(PostgresBase):
                 inflight = [
                     r.model_copy(update=stopped) if r.status == "pending" else r for r in inflight
                 ]
-            await _insert(conn, run)
-            await conn.execute(
-                "UPDATE threads SET status = 'busy', updated_at = %s WHERE thread_id = %s",
-                (run.created_at, tid),
+            if claim and not any(r.status in INFLIGHT_STATUSES for r in inflight):
+                new = _claimed(new, run.created_at)
+            await _insert(conn, new)
+            changes: dict[str, Any] = {
+                "status": "busy",
+                "updated_at": run.created_at,
+                "counts": thread.counts.model_copy(update={"runs": thread.counts.runs + 1}),
+            }
+            metadata = (
+                {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+                if assistant is not None
+                else None
             )
-            return inflight
+            if metadata is not None and any(
+                thread.metadata.get(k) != v for k, v in metadata.items()
+            ):
+                changes["metadata"] = {**thread.metadata, **metadata}
+                await conn.execute(
+                    "UPDATE threads SET status = 'busy', updated_at = %s, metadata = %s "
+                    "WHERE thread_id = %s",
+                    (run.created_at, Jsonb(changes["metadata"]), tid),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE threads SET status = 'busy', updated_at = %s WHERE thread_id = %s",
+                    (run.created_at, tid),
+                )
+            return Admission(new, inflight, thread.model_copy(update=changes), assistant)
 
     async def get_run(
         self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
@@ -175,7 +217,7 @@ class PostgresRunStorage(PostgresBase):
             current = await _status(conn, run_id)
             raise ConflictError(f"run {run_id} is {current}: only a running run can be requeued")
 
-    async def finish_run(
+    async def finish(
         self,
         run_id: str,
         *,
@@ -183,7 +225,8 @@ class PostgresRunStorage(PostgresBase):
         error: str | None,
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
-    ) -> Run:
+        claim_next: bool = False,
+    ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")
         async with self._transaction() as conn:
@@ -200,9 +243,25 @@ class PostgresRunStorage(PostgresBase):
             )
             row = await cur.fetchone()
             assert row is not None  # locked above
-            if tid is not None and thread_patch is not None:
-                await _patch_thread(conn, tid, run_id, thread_patch)
-            return Run.model_validate(row)
+            ended = Run.model_validate(row)
+            if tid is None:
+                return Finished(ended)
+            cur = await conn.execute(_INFLIGHT_SQL, (tid, _INFLIGHT))
+            inflight = [Run.model_validate(r) for r in await cur.fetchall()]
+            pending = [r for r in inflight if r.status == "pending"]
+            claimed: Run | None = None
+            if (
+                claim_next
+                and pending
+                and len(pending) == len(inflight)  # none running
+                and _due(pending[0], ended_at)
+            ):
+                cur = await conn.execute(_CLAIM_SQL, (ended_at, ended_at, pending[0].run_id))
+                got = await cur.fetchone()
+                claimed = Run.model_validate(got) if got is not None else None
+            if thread_patch is not None:
+                await _patch_thread(conn, tid, thread_patch, busy=bool(inflight))
+            return Finished(ended, claimed, waiting=bool(pending) and claimed is None)
 
     async def delete_runs(self, run_ids: Sequence[str]) -> None:
         if isinstance(run_ids, str):
@@ -253,15 +312,16 @@ class PostgresRunStorage(PostgresBase):
 
 
 async def _insert(conn: Conn, run: Run) -> None:
-    """Insert ``run`` as ``pending``; ConflictError when its ID is taken."""
+    """Insert ``run`` as it is; ConflictError when its ID is taken."""
     cur = await conn.execute(
         f"INSERT INTO runs ({_COLUMNS}) "
-        "VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         (
             run.run_id,
             run.thread_id,
             run.assistant_id,
+            run.status,
             Jsonb(run.metadata),
             Jsonb(run.kwargs),
             run.multitask_strategy,
@@ -304,16 +364,24 @@ async def _status(conn: Conn, run_id: str, *, lock: bool = False) -> str:
     return str(row["status"])
 
 
-async def _patch_thread(conn: Conn, thread_id: str, run_id: str, patch: ThreadPatch) -> None:
+async def _patch_thread(conn: Conn, thread_id: str, patch: ThreadPatch, *, busy: bool) -> None:
     """Apply a finishing run's ``patch`` to its (locked) thread; ``busy`` stays while another
     run of the thread is in flight."""
-    cur = await conn.execute(
-        "SELECT 1 FROM runs WHERE thread_id = %s AND status = ANY(%s) AND run_id <> %s LIMIT 1",
-        (thread_id, _INFLIGHT, run_id),
-    )
-    if await cur.fetchone() is not None:
+    if busy:
         patch = dataclasses.replace(patch, status="busy")
     current = await get_thread_row(conn, thread_id, None)
     if patch.lifecycle is not None:
         check_lifecycle_move(thread_id, current.lifecycle, patch.lifecycle)
     await apply_patch(conn, current, patch, lifecycle=patch.lifecycle)
+
+
+def _claimed(run: Run, at: datetime) -> Run:
+    return run.model_copy(
+        update={"status": "running", "attempt": run.attempt + 1, "started_at": at, "updated_at": at}
+    )
+
+
+def _due(run: Run, now: datetime) -> bool:
+    """Whether a pending run's ``after_seconds`` delay has passed at ``now``."""
+    delay = run.kwargs.get("after_seconds") or 0
+    return run.created_at + timedelta(seconds=float(delay)) <= now

@@ -13,6 +13,7 @@ from weft.errors import StorageError
 from weft.storage.migrations import SCHEMA_TABLE_SQLITE, pending
 from weft.storage.sqlite_assistants import SqliteAssistantStorage
 from weft.storage.sqlite_checkpointer import SqliteCheckpointer
+from weft.storage.sqlite_crons import SqliteCronStorage
 from weft.storage.sqlite_engine import SqliteEngine
 from weft.storage.sqlite_runs import SqliteRunStorage
 from weft.storage.sqlite_sessions import SqliteSessionStorage
@@ -22,7 +23,11 @@ from weft.storage.urls import DatabaseUrl
 
 
 class SqliteStorage(
-    SqliteAssistantStorage, SqliteThreadStorage, SqliteSessionStorage, SqliteRunStorage
+    SqliteAssistantStorage,
+    SqliteThreadStorage,
+    SqliteSessionStorage,
+    SqliteRunStorage,
+    SqliteCronStorage,
 ):
     dialect = "sqlite"
 

@@ -12,12 +12,21 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from weft.errors import BadRequestError, ConflictError, NotFoundError
-from weft.schema import INFLIGHT_STATUSES, Run, RunEvent, RunStatus, check_lifecycle_move
-from weft.storage.base import Storage, ThreadPatch
+from weft.schema import (
+    INFLIGHT_STATUSES,
+    Assistant,
+    Run,
+    RunEvent,
+    RunStatus,
+    check_lifecycle_move,
+    check_writable,
+)
+from weft.storage.base import Admission, Finished, Storage, ThreadPatch
+from weft.storage.sqlite_assistants import _get as _get_assistant
 from weft.storage.sqlite_engine import SqliteEngine
 from weft.storage.sqlite_rows import _dumps, _owner_clause, _parse_ts, _ts
 from weft.storage.sqlite_threads import _apply, _get
@@ -43,8 +52,15 @@ class SqliteRunStorage(Storage):
 
     engine: SqliteEngine
 
-    async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
-        return await self.engine.write(lambda conn: _admit(conn, run, owner))
+    async def admit(
+        self,
+        run: Run,
+        *,
+        owner: str | None = None,
+        claim: bool = False,
+        stamp: bool = False,
+    ) -> Admission:
+        return await self.engine.write(lambda conn: _admit(conn, run, owner, claim, stamp))
 
     async def get_run(
         self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
@@ -129,7 +145,7 @@ class SqliteRunStorage(Storage):
 
         return await self.engine.write(write)
 
-    async def finish_run(
+    async def finish(
         self,
         run_id: str,
         *,
@@ -137,24 +153,13 @@ class SqliteRunStorage(Storage):
         error: str | None,
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
-    ) -> Run:
+        claim_next: bool = False,
+    ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")
-
-        def write(conn: sqlite3.Connection) -> Run:
-            current = _require(conn, run_id)
-            if current.status not in INFLIGHT_STATUSES:
-                raise ConflictError(f"run {run_id} already ended ({current.status})")
-            conn.execute(
-                "UPDATE runs SET status = ?, error = ?, ended_at = ?, updated_at = ? "
-                "WHERE run_id = ?",
-                (status, error, _ts(ended_at), _ts(ended_at), run_id),
-            )
-            if current.thread_id is not None and thread_patch is not None:
-                _patch_thread(conn, current.thread_id, thread_patch)
-            return _require(conn, run_id)
-
-        return await self.engine.write(write)
+        return await self.engine.write(
+            lambda conn: _finish(conn, run_id, status, error, ended_at, thread_patch, claim_next)
+        )
 
     async def delete_runs(self, run_ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(run_ids))
@@ -199,15 +204,21 @@ class SqliteRunStorage(Storage):
 # --- jobs ------------------------------------------------------------------------------------
 
 
-def _admit(conn: sqlite3.Connection, run: Run, owner: str | None) -> list[Run]:
-    if _find(conn, run.run_id) is not None:
-        raise ConflictError(f"run {run.run_id} already exists")
-    new = run.model_copy(update={"status": "pending"})
+def _admit(
+    conn: sqlite3.Connection,
+    run: Run,
+    owner: str | None,
+    claim: bool,
+    stamp: bool,
+) -> Admission:
+    assistant = _get_assistant(conn, run.assistant_id, owner) if stamp else None
     if run.thread_id is None:
+        new = _admitted(run, claim)
         _insert(conn, new)
-        return []
+        return Admission(new, [], None, assistant)
     thread_id = run.thread_id
-    _get(conn, thread_id, owner)
+    thread = _get(conn, thread_id, owner)
+    check_writable(thread, "run")
     inflight = _inflight(conn, thread_id)
     if inflight and run.multitask_strategy == "reject":
         first = inflight[0]
@@ -224,13 +235,48 @@ def _admit(conn: sqlite3.Connection, run: Run, owner: str | None) -> list[Run]:
                 f"WHERE run_id IN ({','.join('?' * len(stopped))})",
                 (at, at, *stopped),
             )
-            inflight = [_require(conn, r.run_id) for r in inflight]
+            done = {"status": "interrupted", "updated_at": run.created_at}
+            inflight = [
+                r.model_copy(update={**done, "ended_at": run.created_at})
+                if r.status == "pending"
+                else r
+                for r in inflight
+            ]
+    new = _admitted(run, claim and not any(r.status in INFLIGHT_STATUSES for r in inflight))
     _insert(conn, new)
-    conn.execute(
-        "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?",
-        (_ts(run.created_at), thread_id),
+    metadata = _stamps(assistant)
+    if metadata is not None and all(thread.metadata.get(k) == v for k, v in metadata.items()):
+        metadata = None  # nothing new: the metadata index is left alone
+    patch = ThreadPatch(updated_at=run.created_at, status="busy", metadata=metadata)
+    _apply(conn, thread, patch, lifecycle=None)
+    changes: dict[str, Any] = {
+        "status": "busy",
+        "updated_at": run.created_at,
+        "counts": thread.counts.model_copy(update={"runs": thread.counts.runs + 1}),
+    }
+    if metadata is not None:
+        changes["metadata"] = {**thread.metadata, **metadata}
+    return Admission(new, inflight, thread.model_copy(update=changes), assistant)
+
+
+def _stamps(assistant: Assistant | None) -> dict[str, Any] | None:
+    """What every run writes into its thread's metadata (as the Platform does)."""
+    if assistant is None:
+        return None
+    return {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+
+
+def _admitted(run: Run, claimed: bool) -> Run:
+    """``run`` as admission stores it: ``pending``, or ``running`` when claimed at once."""
+    if claimed:
+        return _claimed(run, run.created_at)
+    return run.model_copy(update={"status": "pending"})
+
+
+def _claimed(run: Run, at: datetime) -> Run:
+    return run.model_copy(
+        update={"status": "running", "attempt": run.attempt + 1, "started_at": at, "updated_at": at}
     )
-    return inflight
 
 
 def _claim(conn: sqlite3.Connection, run_id: str, started_at: datetime) -> Run | None:
@@ -247,23 +293,86 @@ def _claim(conn: sqlite3.Connection, run_id: str, started_at: datetime) -> Run |
         first = conn.execute(OLDEST_PENDING_SQL, (current.thread_id,)).fetchone()
         if first[0] != run_id:
             return None
+    return _start(conn, current, started_at)
+
+
+def _start(conn: sqlite3.Connection, run: Run, started_at: datetime) -> Run:
+    """``run`` (pending, checked claimable) moved to running."""
     at = _ts(started_at)
     conn.execute(
         "UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = ?, "
         "updated_at = ? WHERE run_id = ?",
-        (at, at, run_id),
+        (at, at, run.run_id),
     )
-    return _require(conn, run_id)
+    return _claimed(run, started_at)
+
+
+def _finish(
+    conn: sqlite3.Connection,
+    run_id: str,
+    status: RunStatus,
+    error: str | None,
+    ended_at: datetime,
+    thread_patch: ThreadPatch | None,
+    claim_next: bool,
+) -> Finished:
+    at = _ts(ended_at)
+    row = conn.execute(
+        "UPDATE runs SET status = ?, error = ?, ended_at = ?, updated_at = ? "
+        f"WHERE run_id = ? AND status IN ('pending', 'running') RETURNING {_COLUMNS}",
+        (status, error, at, at, run_id),
+    ).fetchone()
+    if row is None:
+        raise ConflictError(f"run {run_id} already ended ({_require(conn, run_id).status})")
+    ended = _run(row)
+    if ended.thread_id is None:
+        return Finished(ended)
+    inflight = _inflight(conn, ended.thread_id)
+    pending = [r for r in inflight if r.status == "pending"]
+    claimed: Run | None = None
+    if claim_next and pending and len(pending) == len(inflight) and _due(pending[0], ended_at):
+        claimed = _start(conn, pending[0], ended_at)
+    if thread_patch is not None:
+        if inflight:
+            thread_patch = dataclasses.replace(thread_patch, status="busy")
+        _patch_thread(conn, ended.thread_id, thread_patch)
+    return Finished(ended, claimed, waiting=bool(pending) and claimed is None)
+
+
+_HEAD_FIELDS = ("status", "values", "interrupts", "messages", "state_updated_at")
 
 
 def _patch_thread(conn: sqlite3.Connection, thread_id: str, patch: ThreadPatch) -> None:
-    """``patch`` applied as update_thread does, the status kept busy while a run is in flight."""
-    thread = _get(conn, thread_id, None)
-    if _inflight(conn, thread_id):
-        patch = dataclasses.replace(patch, status="busy")
-    if patch.lifecycle is not None:
-        check_lifecycle_move(thread_id, thread.lifecycle, patch.lifecycle)
-    _apply(conn, thread, patch, lifecycle=patch.lifecycle)
+    """``patch`` applied as update_thread applies it. A run's usual patch (its head state and
+    status) is written without reading the row first."""
+    if any(getattr(patch, f) is not None for f in ("metadata", "lifecycle", "name", "graph_id")):
+        thread = _get(conn, thread_id, None)
+        if patch.lifecycle is not None:
+            check_lifecycle_move(thread_id, thread.lifecycle, patch.lifecycle)
+        _apply(conn, thread, patch, lifecycle=patch.lifecycle)
+        return
+    given = {f: getattr(patch, f) for f in _HEAD_FIELDS if getattr(patch, f) is not None}
+    columns = {"values": '"values"', "messages": "count_messages"}
+    values: dict[str, Any] = {
+        "status": given.get("status"),
+        "values": _dumps(dict(given["values"])) if "values" in given else None,
+        "interrupts": _dumps(dict(given["interrupts"])) if "interrupts" in given else None,
+        "messages": given.get("messages"),
+        "state_updated_at": (
+            _ts(given["state_updated_at"]) if "state_updated_at" in given else None
+        ),
+    }
+    sets = ["updated_at = ?"] + [f"{columns.get(f, f)} = ?" for f in given]
+    conn.execute(
+        f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
+        (_ts(patch.updated_at), *(values[f] for f in given), thread_id),
+    )
+
+
+def _due(run: Run, now: datetime) -> bool:
+    """Whether a pending run's ``after_seconds`` delay has passed at ``now``."""
+    delay = run.kwargs.get("after_seconds") or 0
+    return run.created_at + timedelta(seconds=float(delay)) <= now
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -311,6 +420,15 @@ def _inflight(conn: sqlite3.Connection, thread_id: str) -> list[Run]:
 
 
 def _insert(conn: sqlite3.Connection, r: Run) -> None:
+    try:
+        _insert_row(conn, r)
+    except sqlite3.IntegrityError:
+        if _find(conn, r.run_id) is not None:
+            raise ConflictError(f"run {r.run_id} already exists") from None
+        raise
+
+
+def _insert_row(conn: sqlite3.Connection, r: Run) -> None:
     conn.execute(
         f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
