@@ -18,6 +18,7 @@ from weft.errors import BadRequestError, ConflictError, NotFoundError, Unprocess
 from weft.graphs import GraphRegistry
 from weft.schema import Assistant
 from weft.storage import Storage
+from weft.threads import Threads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "graphs"
 
@@ -134,6 +135,28 @@ async def test_create_get_update_versions_set_latest_delete(assistants: Assistan
         await assistants.delete(created.assistant_id)
 
 
+async def test_delete_with_its_threads(
+    assistants: Assistants,
+    storage: Storage,
+    registry: GraphRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads = Threads(storage, registry)
+    doomed = await assistants.create("agent", name="doomed")
+    monkeypatch.setattr("weft.assistants.THREAD_BATCH", 2)  # several rounds of reading
+    ours = [await threads.create(metadata={"assistant_id": doomed.assistant_id}) for _ in range(5)]
+    other = await threads.create(metadata={"assistant_id": system_assistant_id("agent")})
+    await assistants.delete(doomed.assistant_id, delete_threads=True)
+    assert await threads.count(metadata={"assistant_id": doomed.assistant_id}) == 0
+    for thread in ours:
+        with pytest.raises(NotFoundError):
+            await threads.get(thread.thread_id)
+    assert (await threads.get(other.thread_id)).thread_id == other.thread_id
+    missing = str(uuid.uuid4())
+    with pytest.raises(NotFoundError, match=rf"^assistant {missing} not found$"):
+        await assistants.delete(missing, delete_threads=True)
+
+
 async def test_create_with_an_id_and_if_exists(assistants: Assistants) -> None:
     chosen = str(uuid.uuid4())
     made = await assistants.create("built", assistant_id=chosen)
@@ -143,7 +166,8 @@ async def test_create_with_an_id_and_if_exists(assistants: Assistants) -> None:
     same = await assistants.create("built", assistant_id=chosen, if_exists="do_nothing")
     assert same == made
     with pytest.raises(
-        BadRequestError, match=r"^if_exists must be one of raise, do_nothing, not 'update'$"
+        UnprocessableEntityError,
+        match=r"^if_exists must be one of raise, do_nothing, not 'update'$",
     ):
         await assistants.create("built", if_exists="update")
 

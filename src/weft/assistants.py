@@ -15,6 +15,7 @@ import json
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, get_args, overload
 
@@ -25,7 +26,14 @@ from weft.errors import BadRequestError, NotFoundError, UnprocessableEntityError
 from weft.graphs import CompiledGraph, GraphRegistry
 from weft.schema import ASSISTANT_FIELDS, Assistant, AssistantVersion
 from weft.storage import Storage
-from weft.storage.base import AssistantPatch, AssistantQuery, AssistantSortBy, IfExists, SortOrder
+from weft.storage.base import (
+    AssistantPatch,
+    AssistantQuery,
+    AssistantSortBy,
+    IfExists,
+    SortOrder,
+    ThreadQuery,
+)
 from weft.validation import choice, json_object, page, uuid_arg
 
 SYSTEM_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -35,6 +43,8 @@ IF_EXISTS_VALUES: tuple[str, ...] = get_args(IfExists)
 SORT_BY_VALUES: tuple[str, ...] = get_args(AssistantSortBy)
 SORT_ORDER_VALUES: tuple[str, ...] = get_args(SortOrder)
 DEFAULT_NAME = "Untitled"
+THREAD_BATCH = 100
+"""How many threads ``delete(delete_threads=True)`` reads per round."""
 
 # Run-time keys that a configurable schema never offers to clients.
 _INTERNAL_CONFIG_KEYS = ("__pregel_checkpointer", "__pregel_store", "thread_id", "checkpoint_id")
@@ -120,10 +130,7 @@ class Assistants:
         ``if_exists="do_nothing"`` returns the existing assistant with that ID instead of
         raising :class:`weft.errors.ConflictError`.
         """
-        if if_exists not in IF_EXISTS_VALUES:
-            raise BadRequestError(
-                f"if_exists must be one of {', '.join(IF_EXISTS_VALUES)}, not {if_exists!r}"
-            )
+        choice(if_exists, IF_EXISTS_VALUES, "if_exists")
         self._known_graph(graph_id)
         new_id = (
             uuid_arg(assistant_id, "assistant_id", hint=" (or a graph id)")
@@ -214,9 +221,22 @@ class Assistants:
             self.resolve_id(assistant_id), version, owner=owner
         )
 
-    async def delete(self, assistant_id: str, *, owner: str | None = None) -> None:
-        """Delete an assistant, its versions and its crons."""
-        await self.storage.delete_assistant(self.resolve_id(assistant_id), owner=owner)
+    async def delete(
+        self, assistant_id: str, *, delete_threads: bool = False, owner: str | None = None
+    ) -> None:
+        """Delete an assistant, its versions and its crons.
+
+        With ``delete_threads`` the threads it ran on (``metadata.assistant_id`` equal to its
+        ID, as every run stamps it) go first, each with its checkpoints, runs and crons."""
+        resolved = self.resolve_id(assistant_id)
+        if delete_threads:
+            await self.storage.get_assistant(resolved, owner=owner)  # 404 before any delete
+            query = ThreadQuery(metadata={"assistant_id": resolved}, owner=owner)
+            while batch := await self.storage.search_threads(query, limit=THREAD_BATCH):
+                for thread in batch:
+                    with suppress(NotFoundError):  # deleted meanwhile: gone as wanted
+                        await self.storage.delete_thread(thread.thread_id, owner=owner)
+        await self.storage.delete_assistant(resolved, owner=owner)
 
     @overload
     async def search(

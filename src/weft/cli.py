@@ -100,7 +100,7 @@ def serve(
             host=host or settings.http.host,
             port=settings.http.port if port is None else port,
             reload=reload,
-            announce=out.print,
+            announce=lambda line: out.print(line, soft_wrap=True),
         )
     except WeftError as e:
         fail(e)

@@ -37,6 +37,8 @@ GRAPHS = {
     "tally": "./steps.py:tally_graph",
     "slow": "./steps.py:slow",
     "failing": "./steps.py:failing",
+    "nested": "./agent.py:graph",  # a subgraph and a context schema (assistants tests)
+    "streamer": "./api_runs.py:streamer",  # a subgraph writing custom events (runs tests)
 }
 
 

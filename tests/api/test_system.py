@@ -3,6 +3,8 @@ shares: unknown routes and methods, malformed JSON, oversized bodies, unsupporte
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from langgraph_sdk.client import LangGraphClient
@@ -59,6 +61,34 @@ async def test_oversized_body_is_413_naming_the_limit(tmp_path: Path) -> None:
             "detail": "request body is 5000 bytes or more; the limit is 1000 bytes "
             "(http.max_body_bytes in the config)"
         }
+
+
+async def test_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    # no Content-Length: the limit applies as the body streams into a route that reads it
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"metadata": {"pad": "'
+        for _ in range(10):
+            yield b"x" * 300
+        yield b'"}}'
+
+    url = f"sqlite:///{tmp_path}/weft.db"
+    async with (
+        serving(tmp_path, url, {"http": {"max_body_bytes": 1000}}) as srv,
+        srv.http() as http,
+    ):
+        big = await http.post(
+            "/assistants/search", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in big.request.headers
+        assert big.status_code == 413, big.text
+        detail = big.json()["detail"]
+        assert re.fullmatch(
+            r"request body is (\d+) bytes or more; the limit is 1000 bytes "
+            r"\(http.max_body_bytes in the config\)",
+            detail,
+        ), detail
+        small = await http.post("/assistants/search", json={"limit": 1})
+        assert small.status_code == 200
 
 
 async def test_sdk_client_reaches_the_server(client: LangGraphClient, server: Server) -> None:

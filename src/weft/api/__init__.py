@@ -14,12 +14,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from weft import __version__
-from weft.api import system
+from weft.api import assistants, crons, runs, sessions, store, system, threads
 from weft.api.wire import BodyLimit, install_error_handlers
 from weft.config import Settings
 from weft.runtime import Runtime
 
-ROUTERS = (system.router,)
+ROUTERS = (
+    system.router,
+    sessions.router,
+    threads.router,
+    assistants.router,
+    store.router,
+    runs.router,
+    crons.router,
+)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weft.errors import WeftError
@@ -45,7 +45,7 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class JSON(Response):
+class JSON(JSONResponse):
     """A JSON response from plain data, pydantic records (``mode="json"``) or LangChain
     messages; ``orjson`` for speed."""
 
@@ -175,7 +175,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge(seen)
+                    raise _TooLarge(seen, self.limit)
             return message
 
         async def tracking(message: Message) -> None:
@@ -191,12 +191,7 @@ class BodyLimit:
                 await self._refuse(send, e.size)
 
     async def _refuse(self, send: Send, size: int) -> None:
-        body = orjson.dumps(
-            {
-                "detail": f"request body is {size} bytes or more; the limit is {self.limit} "
-                "bytes (http.max_body_bytes in the config)"
-            }
-        )
+        body = orjson.dumps({"detail": _TooLarge(size, self.limit).detail})
         await send(
             {
                 "type": "http.response.start",
@@ -210,9 +205,16 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
+class _TooLarge(StarletteHTTPException):
+    """An HTTPException so that FastAPI's body reader lets it through (it turns any other
+    error into a 400) and the error handler answers 413 with this detail."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            413,
+            detail=f"request body is {size} bytes or more; the limit is {limit} bytes "
+            "(http.max_body_bytes in the config)",
+        )
         self.size = size
 
 
