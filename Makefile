@@ -26,11 +26,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# -P: bench/http.py would otherwise shadow the standard library's http module
 bench: $(STAMP)
-	$(BIN)/python bench/checkpointer.py
-	$(BIN)/python bench/workflows.py
-	$(BIN)/python bench/threads.py
-	$(BIN)/python bench/runs.py
+	$(BIN)/python -P bench/checkpointer.py
+	$(BIN)/python -P bench/workflows.py
+	$(BIN)/python -P bench/threads.py
+	$(BIN)/python -P bench/runs.py
+	$(BIN)/python -P bench/http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ Both SQLite savers use a database file in WAL mode with synchronous=FULL, i.e. e
 commit is fsynced before the run goes on (weft: before ``aput`` returns). Prints runs/s
 for each and the ratio weft / AsyncSqliteSaver. Usage:
 
-    python bench/checkpointer.py [--serial N] [--rounds R] [--out bench/RESULTS.md]
+    python -P bench/checkpointer.py [--serial N] [--rounds R] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations

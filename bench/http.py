@@ -15,7 +15,7 @@ Threads are created beforehand, untimed. The two setups alternate rep by rep aft
 Targets (issue 6): ``runs.wait`` p50 no slower than the floor; >= 500 runs/s at 50-way
 concurrency; time to first event < 3 ms. Usage:
 
-    python bench/http.py [--quick] [--reps N] [--rounds N]
+    python -P bench/http.py [--quick] [--reps N] [--rounds N]
 """
 
 from __future__ import annotations

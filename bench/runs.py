@@ -18,7 +18,7 @@ the concurrent case) and the engine faster than LangGraph + AsyncSqliteSaver on 
 ``--profile`` adds a cProfile of the engine's echo runs (weft's functions by cumulative time)
 and the storage jobs per run. Usage:
 
-    python bench/runs.py [--quick] [--reps N] [--stream-reps N] [--rounds N] [--profile]
+    python -P bench/runs.py [--quick] [--reps N] [--stream-reps N] [--rounds N] [--profile]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@
 
 Database file in a temp dir, WAL, synchronous=FULL (weft's default). Usage:
 
-    python bench/threads.py [--quick] [--checkpoints N] [--reps N] [--threads N] [--users N]
+    python -P bench/threads.py [--quick] [--checkpoints N] [--reps N] [--threads N] [--users N]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 2. Run one YAML-compiled graph and the same graph written by hand, interleaved, same
    checkpointer (InMemorySaver). Target: YAML no slower than hand-written, within 10%.
 
-    python bench/workflows.py [--runs N] [--rounds R] [--out bench/RESULTS.md]
+    python -P bench/workflows.py [--runs N] [--rounds R] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations

@@ -397,3 +397,19 @@ async def test_webhook_receives_the_run_and_its_values(rt: Runtime) -> None:
         assert body["values"]["count"] == 1
     finally:
         server.shutdown()
+
+
+async def test_wait_ends_when_another_process_on_the_database_ran_the_run(
+    rt: Runtime, database_url: str
+) -> None:
+    if database_url.endswith(":memory:"):
+        pytest.skip("an in-memory database belongs to one runtime")
+    async with Runtime.open(rt.settings) as other:
+        thread = await rt.threads.create()
+        await rt.runs.create(thread.thread_id, "slow", input={"seconds": 0.3})
+        # admitted by `other` behind the first run; `rt` takes it up when the first one ends
+        async with asyncio.timeout(30):
+            result = await other.runs.wait(thread.thread_id, "slow", input={"seconds": 0})
+        assert result["done"] == ["nap", "after", "nap", "after"]
+        runs = await other.runs.list(thread.thread_id)
+        assert [r.status for r in runs] == ["success", "success"]

@@ -1,9 +1,9 @@
-"""Runs: admission, the queue (one running run per thread, FIFO), multitask strategies,
-join/wait/stream, cancellation, thread bookkeeping, webhooks and crash recovery.
+"""Runs: admission, multitask strategies, join/wait/stream, cancellation, thread
+bookkeeping, webhooks and crash recovery.
 
-The queue is in process (:class:`LocalQueue`): the one place to swap for a worker queue
-shared by several processes. Pending runs live in storage, so a restarted process takes
-them up again.
+The queue is in process (:class:`weft.run_queue.LocalQueue`): the one place to swap for a
+worker queue shared by several processes. Pending runs live in storage, so a restarted
+process takes them up again.
 
 A run's bookkeeping costs two storage writes on its critical path: one admission that
 stamps the thread, admits the run and, when the thread is free, claims it at once; and one
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from langgraph.checkpoint.base.id import uuid6
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from weft.assistants import Assistants
 from weft.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableEntityError
+from weft.run_queue import LocalQueue
 from weft.runner import Admitted, Outcome, Runner
 from weft.schema import (
     INFLIGHT_STATUSES,
@@ -43,108 +44,8 @@ from weft.webhooks import Webhooks
 
 CANCEL_ACTIONS = ("interrupt", "rollback")
 _POLL = 0.05
-
-
-class LocalQueue:
-    """Starts admitted runs in this process: per thread, the oldest pending run once none is
-    running (storage's claims decide), at most ``concurrency`` at once.
-
-    Whoever claims a run starts its task at once, with nothing awaited in between, so a run
-    this process claimed always has its task here.
-    """
-
-    def __init__(self, runs: Runs, concurrency: int) -> None:
-        self.runs = runs
-        self.slots = asyncio.Semaphore(concurrency)
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.cancellable: set[str] = set()
-        """Runs whose task may be cancelled now: it has begun (a task cancelled before it
-        begins would run nothing, not even its clean-up) and its graph has not ended (the
-        bookkeeping after it is not cut short). The others see ``cancel_actions``."""
-        self.cancel_actions: dict[str, str] = {}
-        self.timers: set[asyncio.TimerHandle] = set()
-        self.kicks: set[asyncio.Task[None]] = set()
-        self.stopping = False
-
-    def start(self, run: Run, admitted: Admitted | None = None) -> None:
-        """Execute ``run``, already claimed (``running``)."""
-        self.tasks[run.run_id] = asyncio.get_running_loop().create_task(
-            self.runs._execute(run, admitted), name=f"run {run.run_id}"
-        )
-
-    def submit(self, run: Run) -> None:
-        """Start ``run`` (``pending``) when its thread and its ``after_seconds`` allow."""
-        self.later(run.thread_id, run.kwargs.get("after_seconds") or 0)
-
-    def later(self, thread_id: str | None, delay: float = 0) -> None:
-        """:meth:`kick` the thread in ``delay`` seconds (0: as soon as the loop can)."""
-        if self.stopping or thread_id is None:
-            return
-        loop = asyncio.get_running_loop()
-        if delay > 0:
-
-            def fire() -> None:
-                self.timers.discard(handle)
-                self.later(thread_id)
-
-            handle = loop.call_later(delay, fire)
-            self.timers.add(handle)
-        else:
-            task = loop.create_task(self.kick(thread_id))
-            self.kicks.add(task)
-            task.add_done_callback(self.kicks.discard)
-
-    async def kick(self, thread_id: str | None) -> None:
-        """Start the thread's oldest pending run if it may start now (a delayed one: when
-        its delay has passed)."""
-        if thread_id is None or self.stopping:
-            return
-        try:
-            pending = await self.runs.storage.list_runs(thread_id, status="pending", limit=1000)
-        except NotFoundError:
-            return  # the thread went, with its runs
-        now = datetime.now(UTC)
-        for run in reversed(pending):  # oldest first
-            due = run.created_at + timedelta(seconds=run.kwargs.get("after_seconds") or 0)
-            if due > now:  # FIFO: a delayed run holds the ones behind it
-                self.later(thread_id, (due - now).total_seconds())
-                return
-            claimed = await self.runs.storage.claim_run(run.run_id, started_at=now)
-            if claimed is not None:
-                self.start(claimed)
-            return
-
-    async def cancel(self, run_id: str, action: str, *, wait: bool) -> bool:
-        """Stop the run's task; False when this process has no task for it."""
-        task = self.tasks.get(run_id)
-        if task is None or task.done():
-            return False
-        self.cancel_actions[run_id] = action
-        if run_id in self.cancellable:
-            task.cancel()
-        if wait:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
-        return True
-
-    async def stop(self, grace: float) -> None:
-        """Give in-flight runs ``grace`` seconds, then put them back to ``pending``."""
-        self.stopping = True
-        for handle in self.timers:
-            handle.cancel()
-        if self.kicks:
-            await asyncio.wait(list(self.kicks))
-        tasks = [t for t in self.tasks.values() if not t.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-        while any(not t.done() for t in self.tasks.values()):
-            for run_id, task in list(self.tasks.items()):
-                if not task.done():
-                    self.cancel_actions.setdefault(run_id, "shutdown")
-                    if run_id in self.cancellable:
-                        task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+_REMOTE_POLL = 1.0
+"""While waiting for a run's result, how often to look whether another process ended it."""
 
 
 class Runs:
@@ -442,10 +343,32 @@ class Runs:
         run = await self.get(thread_id, run_id, owner=owner)
         future = self._results.get(run.run_id)
         if future is not None:
-            return (await asyncio.shield(future)).result
+            return await self._result(run, future)
         while run.status in INFLIGHT_STATUSES:
             await asyncio.sleep(_POLL)
             run = await self.get(thread_id, run_id, owner=owner)
+        return await self._stored_result(run)
+
+    async def _result(self, run: Run, future: asyncio.Future[Outcome]) -> Any:
+        """The result this process settles in ``future`` or, when another process on the
+        same database executes the run (its queue took the thread's next run), the result
+        read from storage once the run has ended there."""
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=_REMOTE_POLL)
+            if done:
+                return future.result().result
+            try:
+                stored = await self.storage.get_run(run.run_id)
+            except NotFoundError:  # rolled back or deleted: only this process can tell
+                continue
+            if stored.status not in INFLIGHT_STATUSES and run.run_id not in self.queue.tasks:
+                await asyncio.sleep(_POLL)  # this process may be settling it right now
+                if future.done():
+                    return future.result().result
+                self._results.pop(run.run_id, None)
+                return await self._stored_result(stored)
+
+    async def _stored_result(self, run: Run) -> Any:
         if run.status in ("error", "timeout"):
             return {"__error__": {"error": run.status, "message": run.error or ""}}
         assert run.thread_id is not None
@@ -464,8 +387,8 @@ class Runs:
         **options: Any,
     ) -> Any:
         """Create a run and return its result (see :meth:`join`)."""
-        _, future = await self._create(thread_id, assistant_id, owner, options)
-        return (await asyncio.shield(future)).result
+        run, future = await self._create(thread_id, assistant_id, owner, options)
+        return await self._result(run, future)
 
     async def stream(
         self, thread_id: str | None, assistant_id: str, **options: Any
@@ -588,18 +511,7 @@ class Runs:
         need the run before its end (the HTTP wait sends its id first). Cancelling the
         future leaves the run alone."""
         run, outcome = await self._create(thread_id, assistant_id, owner, options)
-        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def settle(done: asyncio.Future[Outcome]) -> None:
-            if result.done():
-                return
-            if done.cancelled():
-                result.cancel()
-            else:
-                result.set_result(done.result().result)
-
-        outcome.add_done_callback(settle)
-        return run, result
+        return run, asyncio.ensure_future(self._result(run, outcome))
 
 
 def _request(options: Mapping[str, Any]) -> RunRequest:
@@ -625,4 +537,4 @@ def _check(request: RunRequest, *, stateless: bool) -> None:
         raise BadRequestError("on_completion applies only to stateless runs (no thread_id)")
 
 
-__all__ = ["CANCEL_ACTIONS", "LocalQueue", "Runs"]
+__all__ = ["CANCEL_ACTIONS", "Runs"]
