@@ -192,6 +192,7 @@ def load_graphs(path: Path) -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # LangGraph resolves the state's annotations through it
     spec.loader.exec_module(module)
     return module
 
