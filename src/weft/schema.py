@@ -307,6 +307,10 @@ class RunCommand(BaseModel):
     update: Any = None
 
 
+MAX_AFTER_SECONDS = 365 * 24 * 3600
+"""The longest ``after_seconds`` delay of a run: a year (a cron schedules later work)."""
+
+
 class RunRequest(BaseModel):
     """The options of a run, as the Platform's ``RunCreate`` names them.
 
@@ -331,7 +335,7 @@ class RunRequest(BaseModel):
     if_not_exists: Literal["reject", "create"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"
     on_completion: Literal["delete", "keep"] | None = None
-    after_seconds: float | None = Field(default=None, ge=0)
+    after_seconds: float | None = Field(default=None, ge=0, le=MAX_AFTER_SECONDS)
     durability: Literal["sync", "async", "exit"] | None = None
     checkpoint_during: bool | None = None
     webhook: str | None = None
@@ -475,6 +479,7 @@ __all__ = [
     "INTERACTION_KINDS",
     "LIFECYCLES",
     "LIFECYCLE_MOVES",
+    "MAX_AFTER_SECONDS",
     "MULTITASK_STRATEGIES",
     "ON_RUN_COMPLETED",
     "RUNNABLE_LIFECYCLES",

@@ -241,7 +241,7 @@ class Sessions:
     ) -> list[Interaction]:
         """The log in order: entries after ``seq`` ``after``, at most ``limit``, optionally
         only some ``kinds``. Page on with ``after=<last seq>``."""
-        page(limit, after)
+        page(limit, after, offset_name="after")
         wanted: list[InteractionKind] | None = None
         if kinds is not None:
             listed = [kinds] if isinstance(kinds, str) else list(kinds)

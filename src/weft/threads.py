@@ -424,8 +424,7 @@ class Threads:
         """
         thread = await self.get(thread_id, owner=owner)
         check_writable(thread, "rollback")
-        cp = _checkpoint_arg(checkpoint_id)
-        assert cp is not None
+        cp = uuid_arg(checkpoint_id, "checkpoint_id", hint=" from the thread's history")
         target = await self._state(thread, cp)
         patch = state_patch(target, status="idle", drop_interrupts=True)
         return await self.storage.rollback_thread(

@@ -9,6 +9,7 @@ from langgraph_sdk import errors
 from langgraph_sdk.client import LangGraphClient
 
 from tests.api.conftest import GRAPHS, Server
+from tests.api.unstorable import RANGE, SURROGATE, check
 from weft.assistants import system_assistant_id
 from weft.errors import NotFoundError
 
@@ -321,3 +322,35 @@ async def test_bad_input_is_named(server: Server) -> None:
         )
         assert not_an_object.status_code == 422
         assert not_an_object.json() == {"detail": "metadata: Input should be a valid dictionary"}
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        aid = (await http.post("/assistants", json={"graph_id": "counter"})).json()["assistant_id"]
+        await check(
+            http,
+            [
+                (
+                    "PATCH",
+                    f"/assistants/{aid}",
+                    {"context": {"x": "\ud83d"}},
+                    422,
+                    f"context.x: the string {SURROGATE}",
+                ),
+                (
+                    "PATCH",
+                    f"/assistants/{aid}",
+                    {"context": {"n": 10**40}},
+                    422,
+                    f"context.n: an integer of about 41 digits {RANGE}",
+                ),
+                (
+                    "POST",
+                    "/assistants/search",
+                    {"limit": 2**64},
+                    422,
+                    f"limit: 18446744073709551616 {RANGE}",
+                ),
+            ],
+        )
+        assert (await http.get(f"/assistants/{aid}")).json()["version"] == 1

@@ -12,6 +12,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import BadRequestError, NotFoundError, UnprocessableEntityError
 
 from tests.api.conftest import Server
+from tests.api.unstorable import SURROGATE, check
 
 
 async def test_crons(client: LangGraphClient, server: Server) -> None:
@@ -121,3 +122,24 @@ async def test_bad_crons(client: LangGraphClient) -> None:
         await client.crons.update(missing, schedule="* * * * *")
     assert update.value.message == f"cron {missing} not found"
     assert await client.crons.count() == 0  # nothing half-written
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        await check(
+            http,
+            [
+                (
+                    "POST",
+                    "/runs/crons",
+                    {
+                        "assistant_id": "counter",
+                        "schedule": "0 9 * * *",
+                        "metadata": {"k": "\udfff"},
+                    },
+                    422,
+                    f"metadata.k: the string {SURROGATE}",
+                ),
+            ],
+        )
+        assert (await http.post("/runs/crons/count", json={})).json() == 0

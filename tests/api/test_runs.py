@@ -24,6 +24,8 @@ from langgraph_sdk.errors import (
 from langgraph_sdk.schema import StreamPart
 
 from tests.api.conftest import Server
+from tests.api.unstorable import NAN, RANGE, check
+from weft.errors import WeftError
 
 Event = tuple[str | None, str, Any]
 """One server-sent event as read off the wire: id, event, data."""
@@ -477,3 +479,36 @@ async def test_thread_stream(client: LangGraphClient, server: Server) -> None:
         assert response.json()["detail"].startswith(
             "Last-Event-ID must be an event id this thread stream sent"
         )
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        await check(
+            http,
+            [
+                (
+                    "POST",
+                    "/runs",
+                    {"assistant_id": "counter", "after_seconds": 10**9},
+                    422,
+                    "after_seconds: Input should be less than or equal to 31536000",
+                ),
+                (
+                    "POST",
+                    "/runs/wait",
+                    {"assistant_id": "counter", "input": {"n": 2**64}},
+                    422,
+                    f"input.n: 18446744073709551616 {RANGE}",
+                ),
+                (
+                    "POST",
+                    "/runs/batch",
+                    [{"assistant_id": "counter", "input": {"x": float("inf")}}],
+                    422,
+                    f"input.x: {NAN}",
+                ),
+            ],
+        )
+    with pytest.raises(WeftError, match="after_seconds") as in_process:
+        await server.rt.runs.create(None, "counter", after_seconds=10**9)
+    assert in_process.value.status_code == 422

@@ -10,6 +10,7 @@ import uuid
 from langgraph_sdk.client import LangGraphClient
 
 from tests.api.conftest import Server
+from tests.api.unstorable import NUL, RANGE, SURROGATE, check
 
 
 async def test_session_records(server: Server) -> None:
@@ -311,7 +312,7 @@ async def test_interaction_log(server: Server) -> None:
         assert bad_kind.json()["detail"].startswith("kinds[] must be one of request, response")
         bad_after = await http.get(f"/sessions/{sid}/interactions", params={"after": -1})
         assert bad_after.status_code == 422
-        assert bad_after.json() == {"detail": "offset must be a number >= 0, not -1"}
+        assert bad_after.json() == {"detail": "after must be a number >= 0, not -1"}
         missing = str(uuid.uuid4())
         for response in (
             await http.get(f"/sessions/{missing}/interactions"),
@@ -378,3 +379,51 @@ async def test_openapi_documents_the_sessions_resource(server: Server) -> None:
         assert "post" in spec["paths"][path]
     assert {"get", "put", "patch"} <= set(spec["paths"]["/sessions/{session_id}/state"])
     assert "owner" not in spec["components"]["schemas"]["Session"]["properties"]
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        found = await http.post("/sessions/search", json={})
+        assert (found.status_code, found.json()) == (200, [])
+        assert found.headers["x-pagination-total"] == "0"
+        sid = (await http.post("/sessions", json={})).json()["session_id"]
+        await check(
+            http,
+            [
+                (
+                    "PATCH",
+                    f"/sessions/{sid}/state",
+                    {"state": {"n": -(2**70)}},
+                    422,
+                    f"state.n: -1180591620717411303424 {RANGE}",
+                ),
+                (
+                    "PATCH",
+                    f"/sessions/{sid}/state",
+                    {"state": {"\udc00": 1}},
+                    422,
+                    f"state['\\udc00']: the key {SURROGATE}",
+                ),
+                (
+                    "POST",
+                    "/sessions/batch",
+                    [{"op": "create", "name": "ok"}, {"op": "create", "name": "a\x00"}],
+                    422,
+                    f"body[1].name: the string {NUL}",
+                ),
+                (
+                    "POST",
+                    f"/sessions/{sid}/interactions",
+                    {"kind": "note", "content": [1, 2**63]},
+                    422,
+                    f"content[1]: 9223372036854775808 {RANGE}",
+                ),
+            ],
+        )
+        huge = await http.get(f"/sessions/{sid}/threads", params={"limit": 2**66})
+        assert (huge.status_code, huge.json()) == (
+            422,
+            {"detail": "limit must be at most 9223372036854775807, not 73786976294838206464"},
+        )
+        assert (await http.get(f"/sessions/{sid}/state")).json()["state"] == {}
+        assert (await http.post("/sessions/count", json={})).json() == 1

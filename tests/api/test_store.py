@@ -9,6 +9,7 @@ from langgraph_sdk import errors
 from langgraph_sdk.client import LangGraphClient
 
 from tests.api.conftest import Server
+from tests.api.unstorable import NUL, RANGE, check
 
 ITEM_FIELDS = {"namespace", "key", "value", "created_at", "updated_at"}
 
@@ -195,3 +196,35 @@ async def test_bad_input_is_named(server: Server) -> None:
         assert (empty.status_code, empty.json()) == (200, {"items": []})
         listed = await http.post("/store/namespaces")
         assert (listed.status_code, listed.json()) == (200, {"namespaces": []})
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        await check(
+            http,
+            [
+                (
+                    "POST",
+                    "/store/namespaces",
+                    {"max_depth": 2**31},
+                    422,
+                    "max_depth: Input should be less than or equal to 2147483647",
+                ),
+                (
+                    "PUT",
+                    "/store/items",
+                    {"namespace": ["a"], "key": "k", "value": {"t": "x\x00"}},
+                    422,
+                    f"value.t: the string {NUL}",
+                ),
+                (
+                    "POST",
+                    "/store/items/search",
+                    {"offset": 2**64},
+                    422,
+                    f"offset: 18446744073709551616 {RANGE}",
+                ),
+            ],
+        )
+        listed = await http.post("/store/namespaces", json={"max_depth": 2**31 - 1})
+        assert listed.json() == {"namespaces": []}

@@ -46,7 +46,8 @@ async def test_unknown_route_and_method_are_clear_404_and_405(server: Server) ->
         assert missing.json() == {"detail": "no route GET /nope; see /docs for the API"}
         wrong = await http.delete("/ok")
         assert wrong.status_code == 405
-        assert wrong.json() == {"detail": "method DELETE is not allowed on /ok"}
+        assert wrong.json() == {"detail": "method DELETE is not allowed on /ok; use GET"}
+        assert wrong.headers["allow"] == "GET"
 
 
 async def test_oversized_body_is_413_naming_the_limit(tmp_path: Path) -> None:
@@ -94,3 +95,35 @@ async def test_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
 async def test_sdk_client_reaches_the_server(client: LangGraphClient, server: Server) -> None:
     # the SDK's own HTTP helper, as every resource client uses it
     assert await client.http.get("/ok") == {"ok": True}
+
+
+async def test_unreadable_body_and_wrong_method_say_what_to_send(server: Server) -> None:
+    async with server.http() as http:
+        bad_bytes = await http.post(
+            "/threads",
+            content=b'{"metadata": "\xff"}',
+            headers={"content-type": "application/json"},
+        )
+        assert (bad_bytes.status_code, bad_bytes.json()) == (
+            400,
+            {
+                "detail": "the request body cannot be read as JSON ('utf-8' codec can't decode "
+                "byte 0xff in position 14: invalid start byte); send UTF-8 encoded JSON"
+            },
+        )
+        too_deep = await http.post(
+            "/threads/count",
+            content="[" * 100_000 + "]" * 100_000,
+            headers={"content-type": "application/json"},
+        )
+        assert too_deep.status_code == 400
+        assert too_deep.json()["detail"].startswith(
+            "the request body cannot be read as JSON (maximum recursion depth exceeded"
+        )
+        # the path matches /sessions/{session_id} too; the closest route decides
+        wrong = await http.request("OPTIONS", "/sessions/search")
+        assert (wrong.status_code, wrong.json()) == (
+            405,
+            {"detail": "method OPTIONS is not allowed on /sessions/search; use POST"},
+        )
+        assert wrong.headers["allow"] == "POST"

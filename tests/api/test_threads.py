@@ -13,6 +13,7 @@ from langgraph_sdk import errors as sdk_errors
 from langgraph_sdk.client import LangGraphClient
 
 from tests.api.conftest import Server
+from tests.api.unstorable import NAN, NUL, RANGE, SURROGATE, check, nested
 
 
 def detail(response: httpx.Response) -> Any:
@@ -367,3 +368,52 @@ async def test_bad_input_and_busy_thread(client: LangGraphClient, server: Server
     await server.rt.runs.cancel(tid, run.run_id, wait=True)
     await client.threads.update_state(tid, {"done": ["x"]}, as_node="after")
     assert (await client.threads.get_state(tid))["values"]["done"] == ["x"]
+
+
+async def test_input_storage_cannot_hold_is_422(server: Server) -> None:
+    async with server.http() as http:
+        tid = (await http.post("/threads", json={})).json()["thread_id"]
+        await check(
+            http,
+            [
+                (
+                    "POST",
+                    f"/threads/{tid}/rollback",
+                    {"checkpoint_id": ""},
+                    422,
+                    "checkpoint_id must be a UUID from the thread's history, not ''",
+                ),
+                (
+                    "POST",
+                    "/threads/count",
+                    {"values": {"n": 2**64}},
+                    422,
+                    f"values.n: 18446744073709551616 {RANGE}",
+                ),
+                (
+                    "POST",
+                    "/threads/search",
+                    {"metadata": {"k\ud800": 1}},
+                    422,
+                    f"metadata['k\\ud800']: the key {SURROGATE}",
+                ),
+                (
+                    "POST",
+                    f"/threads/{tid}/state",
+                    {"values": {"x": float("nan")}},
+                    422,
+                    f"values.x: {NAN}",
+                ),
+                ("PATCH", f"/threads/{tid}", {"name": "a\x00b"}, 422, f"name: the string {NUL}"),
+            ],
+        )
+        deep = await http.post("/threads", json={"metadata": nested(100)})
+        assert deep.status_code == 422
+        assert detail(deep).startswith("metadata.a.a.a")
+        assert detail(deep).endswith(".a.a: nested more than 100 levels deep; flatten the data")
+        assert (await http.post("/threads/count", json={})).json() == 1
+        # a graph may compute past 64 bits: the response writes the integer exactly
+        run = {"assistant_id": "counter", "input": {"count": 2**63 - 1}}
+        waited = await http.post(f"/threads/{tid}/runs/wait", json=run)
+        assert waited.json()["count"] == 2**63
+        assert (await http.get(f"/threads/{tid}/state")).json()["values"]["count"] == 2**63

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from weft import __version__
 from weft.api import assistants, crons, runs, sessions, store, system, threads
-from weft.api.wire import BodyLimit, install_error_handlers
+from weft.api.wire import ERRORS, BodyLimit, install_error_handlers
 from weft.config import Settings
 from weft.runtime import Runtime
 
@@ -45,8 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
         summary="LangGraph Platform API with durable sessions, threads and runs.",
         lifespan=lifespan,
         default_response_class=system.JSON,
+        responses=ERRORS,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, [route for router in ROUTERS for route in router.routes])
     for router in ROUTERS:
         app.include_router(router)
     system.install_metrics(app)

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import Field
 from starlette.responses import Response
 
-from weft.api.wire import JSON, Body, Rt, paged
+from weft.api.wire import JSON, Body, CronId, Rt, ThreadId, paged
 from weft.errors import BadRequestError
 from weft.schema import CRON_FIELDS, Cron
 
@@ -100,7 +100,7 @@ async def create_cron(body: CronCreate, rt: Rt) -> JSON:
 @router.post(
     "/threads/{thread_id}/runs/crons", summary="Create a cron running on a thread", responses=_CRON
 )
-async def create_thread_cron(thread_id: str, body: CronCreate, rt: Rt) -> JSON:
+async def create_thread_cron(thread_id: ThreadId, body: CronCreate, rt: Rt) -> JSON:
     cron = await rt.crons.create(
         body.assistant_id, body.schedule, thread_id=thread_id, **body.options()
     )
@@ -108,12 +108,12 @@ async def create_thread_cron(thread_id: str, body: CronCreate, rt: Rt) -> JSON:
 
 
 @router.get("/runs/crons/{cron_id}", summary="One cron", responses=_CRON)
-async def get_cron(cron_id: str, rt: Rt) -> JSON:
+async def get_cron(cron_id: CronId, rt: Rt) -> JSON:
     return JSON((await rt.crons.get(cron_id)).to_api())
 
 
 @router.patch("/runs/crons/{cron_id}", summary="Change a cron", responses=_CRON)
-async def update_cron(cron_id: str, body: CronPatch, rt: Rt) -> JSON:
+async def update_cron(cron_id: CronId, body: CronPatch, rt: Rt) -> JSON:
     given = body.model_fields_set
     if not given:
         raise BadRequestError(
@@ -128,7 +128,7 @@ async def update_cron(cron_id: str, body: CronPatch, rt: Rt) -> JSON:
 @router.delete(
     "/runs/crons/{cron_id}", summary="Delete a cron", status_code=204, response_class=Response
 )
-async def delete_cron(cron_id: str, rt: Rt) -> Response:
+async def delete_cron(cron_id: CronId, rt: Rt) -> Response:
     await rt.crons.delete(cron_id)
     return Response(status_code=204)
 

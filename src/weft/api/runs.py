@@ -22,10 +22,21 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response, StreamingResponse
 
-from weft.api.wire import HEARTBEAT_SECONDS, JSON, Body, Rt, dumps, paged, run_headers, sse
+from weft.api.wire import (
+    HEARTBEAT_SECONDS,
+    JSON,
+    Body,
+    Rt,
+    RunId,
+    ThreadId,
+    dumps,
+    paged,
+    run_headers,
+    sse,
+)
 from weft.errors import UnprocessableEntityError, WeftError
 from weft.runs import CANCEL_ACTIONS
-from weft.schema import STREAM_MODE_NAMES, Run, RunEvent
+from weft.schema import MAX_AFTER_SECONDS, STREAM_MODE_NAMES, Run, RunEvent
 from weft.thread_streams import THREAD_STREAM_MODES, ThreadEvent, thread_events
 from weft.validation import choice
 
@@ -93,7 +104,12 @@ class RunCreate(Body):
         default=None, description="``enqueue`` (default), ``reject``, ``interrupt``, ``rollback``."
     )
     if_not_exists: str | None = Field(default=None, description="``reject`` or ``create``.")
-    after_seconds: float | None = None
+    after_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_AFTER_SECONDS,
+        description="Start the run this many seconds later (at most a year).",
+    )
     durability: str | None = Field(default=None, description="``sync``, ``async`` or ``exit``.")
     feedback_keys: list[str] | None = Field(default=None, description="Not supported.")
     strict_resume: bool | None = Field(default=None, description="Not supported when true.")
@@ -159,7 +175,7 @@ _RESULT: _Doc = {200: {"description": "The run's final values (or ``{__error__}`
     responses=_SSE,
     response_class=Response,
 )
-async def stream_run(thread_id: str, body: RunCreate, rt: Rt) -> Response:
+async def stream_run(thread_id: ThreadId, body: RunCreate, rt: Rt) -> Response:
     run, events = await rt.runs.stream(thread_id, body.assistant_id, **body.options())
     return sse(events, headers=run_headers(_thread(run), run.run_id, rejoin="stream"))
 
@@ -181,7 +197,7 @@ async def stream_stateless_run(body: RunCreate, rt: Rt) -> Response:
     responses=_RESULT,
     response_class=Response,
 )
-async def wait_run(thread_id: str, body: RunCreate, rt: Rt) -> Response:
+async def wait_run(thread_id: ThreadId, body: RunCreate, rt: Rt) -> Response:
     return await _wait(rt, thread_id, body)
 
 
@@ -212,7 +228,7 @@ async def _wait(rt: Rt, thread_id: str | None, body: RunCreate) -> Response:
     summary="Create a run on a thread in the background",
     responses=_RUN,
 )
-async def create_run(thread_id: str, body: RunCreate, rt: Rt) -> JSON:
+async def create_run(thread_id: ThreadId, body: RunCreate, rt: Rt) -> JSON:
     run = await rt.runs.create(thread_id, body.assistant_id, **body.options())
     return JSON(run.to_api(), headers=run_headers(_thread(run), run.run_id))
 
@@ -242,7 +258,7 @@ async def create_runs(body: list[BatchRun], rt: Rt) -> JSON:
 
 @router.get("/threads/{thread_id}/runs", summary="A thread's runs, newest first", responses=_RUNS)
 async def list_runs(
-    thread_id: str,
+    thread_id: ThreadId,
     rt: Rt,
     limit: int = 10,
     offset: int = 0,
@@ -256,7 +272,7 @@ async def list_runs(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}", summary="One run", responses=_RUN)
-async def get_run(thread_id: str, run_id: str, rt: Rt) -> JSON:
+async def get_run(thread_id: ThreadId, run_id: RunId, rt: Rt) -> JSON:
     run = await rt.runs.get(thread_id, run_id)
     return JSON(run.to_api(), headers=run_headers(_thread(run), run.run_id))
 
@@ -267,7 +283,7 @@ async def get_run(thread_id: str, run_id: str, rt: Rt) -> JSON:
     status_code=204,
     response_class=Response,
 )
-async def delete_run(thread_id: str, run_id: str, rt: Rt) -> Response:
+async def delete_run(thread_id: ThreadId, run_id: RunId, rt: Rt) -> Response:
     await rt.runs.delete(thread_id, run_id)
     return Response(status_code=204)
 
@@ -279,7 +295,7 @@ async def delete_run(thread_id: str, run_id: str, rt: Rt) -> Response:
     response_class=Response,
 )
 async def join_run(
-    thread_id: str, run_id: str, rt: Rt, cancel_on_disconnect: bool = False
+    thread_id: ThreadId, run_id: RunId, rt: Rt, cancel_on_disconnect: bool = False
 ) -> Response:
     headers = run_headers(thread_id, run_id, rejoin="join")
     if not cancel_on_disconnect:
@@ -299,8 +315,8 @@ async def join_run(
     response_class=Response,
 )
 async def join_run_stream(
-    thread_id: str,
-    run_id: str,
+    thread_id: ThreadId,
+    run_id: RunId,
     rt: Rt,
     cancel_on_disconnect: bool = False,
     stream_mode: Annotated[list[str] | None, Query()] = None,
@@ -323,7 +339,7 @@ async def join_run_stream(
     response_class=Response,
 )
 async def join_thread_stream(
-    thread_id: str,
+    thread_id: ThreadId,
     rt: Rt,
     stream_mode: Annotated[list[str] | None, Query(description=_THREAD_MODES_DOC)] = None,
     stream_modes: Annotated[list[str] | None, Query(description="Same as stream_mode.")] = None,
@@ -352,7 +368,7 @@ async def join_thread_stream(
     responses={204: {"description": "Cancelled (with wait: the run has stopped)."}},
 )
 async def cancel_run(
-    thread_id: str, run_id: str, rt: Rt, wait: bool = False, action: str = "interrupt"
+    thread_id: ThreadId, run_id: RunId, rt: Rt, wait: bool = False, action: str = "interrupt"
 ) -> Response:
     await rt.runs.cancel(thread_id, run_id, action=action, wait=wait)
     return Response(status_code=204 if wait else 202)

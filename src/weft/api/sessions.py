@@ -11,15 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi import Body as BodyParam
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from weft.api.threads import ThreadOut
-from weft.api.wire import JSON, Body, Rt, paged
+from weft.api.wire import JSON, Body, Detail, Rt, SessionId, paged
 from weft.schema import Interaction, SessionStatus
 from weft.schema import Session as SessionRecord
+from weft.validation import storable
 
 router = APIRouter(prefix="/sessions", tags=["weft"])
 
@@ -49,12 +50,6 @@ class SessionState(BaseModel):
     state: dict[str, Any]
     state_version: int
     updated_at: datetime
-
-
-class Detail(BaseModel):
-    """Every error: what went wrong and what to do."""
-
-    detail: str
 
 
 _ERRORS: dict[int, str] = {
@@ -141,8 +136,6 @@ _BATCH_EXAMPLE = [
     {"op": "delete", "session_id": "<uuid>", "cascade": False},
 ]
 
-SessionId = Annotated[str, Path(description="The session's UUID")]
-
 
 # --- records -----------------------------------------------------------------------------
 
@@ -227,6 +220,7 @@ async def batch_sessions(
         ),
     ],
 ) -> JSON:
+    storable(operations, "body")
     done = await rt.sessions.batch(operations)
     return JSON([None if s is None else s.to_api() for s in done])
 

@@ -54,7 +54,12 @@ class StoreSearch(Body):
 class NamespaceList(Body):
     prefix: list[str] | None = None
     suffix: list[str] | None = None
-    max_depth: int | None = Field(default=None, ge=1)
+    max_depth: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Cut namespaces to this many labels (a 32-bit number, as the store holds).",
+    )
     limit: int = Field(default=100, ge=0)
     offset: int = Field(default=0, ge=0)
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field, create_model
 from starlette.responses import Response
 
-from weft.api.wire import JSON, Body, Rt, paged
+from weft.api.wire import JSON, Body, CheckpointId, Rt, ThreadId, paged
 from weft.errors import UnprocessableEntityError
 from weft.schema import THREAD_FIELDS, Lifecycle, Thread, ThreadKind, ThreadState, ThreadStatus
 from weft.storage.base import IfExists, PruneStrategy, SortOrder, ThreadSortBy
@@ -226,7 +226,7 @@ async def prune_threads(rt: Rt, body: ThreadPrune) -> JSON:
     summary="Get a thread",
     responses={200: {"model": ThreadOut}},
 )
-async def get_thread(rt: Rt, thread_id: str, include: str | None = None) -> JSON:
+async def get_thread(rt: Rt, thread_id: ThreadId, include: str | None = None) -> JSON:
     if include:
         fields = [f.strip() for f in include.split(",") if f.strip()]
         raise UnprocessableEntityError(
@@ -243,7 +243,7 @@ async def get_thread(rt: Rt, thread_id: str, include: str | None = None) -> JSON
 )
 async def patch_thread(
     rt: Rt,
-    thread_id: str,
+    thread_id: ThreadId,
     body: ThreadPatch,
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -263,7 +263,7 @@ async def patch_thread(
     status_code=204,
     response_class=Response,
 )
-async def delete_thread(rt: Rt, thread_id: str) -> Response:
+async def delete_thread(rt: Rt, thread_id: ThreadId) -> Response:
     await rt.threads.delete(thread_id)
     return Response(status_code=204)
 
@@ -274,7 +274,7 @@ async def delete_thread(rt: Rt, thread_id: str) -> Response:
     summary="Copy a thread with its whole history (weft: kind 'fork')",
     responses={200: {"model": ThreadOut}},
 )
-async def copy_thread(rt: Rt, thread_id: str) -> JSON:
+async def copy_thread(rt: Rt, thread_id: ThreadId) -> JSON:
     return JSON((await rt.threads.copy(thread_id)).to_api())
 
 
@@ -286,7 +286,7 @@ async def copy_thread(rt: Rt, thread_id: str) -> JSON:
 )
 async def get_state(
     rt: Rt,
-    thread_id: str,
+    thread_id: ThreadId,
     subgraphs: bool = False,
     select: Annotated[list[str] | None, Query()] = None,
 ) -> JSON:
@@ -300,7 +300,9 @@ async def get_state(
     summary="The thread's state at a checkpoint",
     responses={200: {"model": ThreadState}},
 )
-async def get_state_at_checkpoint_post(rt: Rt, thread_id: str, body: StateAtCheckpoint) -> JSON:
+async def get_state_at_checkpoint_post(
+    rt: Rt, thread_id: ThreadId, body: StateAtCheckpoint
+) -> JSON:
     checkpoint_id = _checkpoint_id(body.checkpoint, thread_id, "checkpoint")
     state = await rt.threads.state(thread_id, checkpoint_id=checkpoint_id, subgraphs=body.subgraphs)
     return JSON(_state_out(state, body.select))
@@ -314,8 +316,8 @@ async def get_state_at_checkpoint_post(rt: Rt, thread_id: str, body: StateAtChec
 )
 async def get_state_at_checkpoint(
     rt: Rt,
-    thread_id: str,
-    checkpoint_id: str,
+    thread_id: ThreadId,
+    checkpoint_id: CheckpointId,
     subgraphs: bool = False,
     select: Annotated[list[str] | None, Query()] = None,
 ) -> JSON:
@@ -329,7 +331,7 @@ async def get_state_at_checkpoint(
     summary="Write a new head state (409 while a run is in flight)",
     responses={200: {"model": StateUpdateResult}},
 )
-async def update_state(rt: Rt, thread_id: str, body: StateUpdate) -> JSON:
+async def update_state(rt: Rt, thread_id: ThreadId, body: StateUpdate) -> JSON:
     checkpoint_id = body.checkpoint_id
     if body.checkpoint is not None:
         from_ref = _checkpoint_id(body.checkpoint, thread_id, "checkpoint")
@@ -353,7 +355,7 @@ async def update_state(rt: Rt, thread_id: str, body: StateUpdate) -> JSON:
 )
 async def get_history(
     rt: Rt,
-    thread_id: str,
+    thread_id: ThreadId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     before: str | None = None,
 ) -> JSON:
@@ -367,7 +369,7 @@ async def get_history(
     summary="The thread's checkpoints, newest first, filtered",
     responses={200: {"model": list[ThreadState]}},
 )
-async def search_history(rt: Rt, thread_id: str, body: HistorySearch | None = None) -> JSON:
+async def search_history(rt: Rt, thread_id: ThreadId, body: HistorySearch | None = None) -> JSON:
     body = body or HistorySearch()
     before = body.before
     if isinstance(before, CheckpointRef):
@@ -394,7 +396,7 @@ async def search_history(rt: Rt, thread_id: str, body: HistorySearch | None = No
     summary="weft: a new thread of kind 'branch' from one checkpoint",
     responses={200: {"model": ThreadOut}},
 )
-async def branch_thread(rt: Rt, thread_id: str, body: BranchCreate | None = None) -> JSON:
+async def branch_thread(rt: Rt, thread_id: ThreadId, body: BranchCreate | None = None) -> JSON:
     body = body or BranchCreate()
     thread = await rt.threads.branch(
         thread_id, checkpoint_id=body.checkpoint_id, name=body.name, metadata=body.metadata
@@ -408,7 +410,7 @@ async def branch_thread(rt: Rt, thread_id: str, body: BranchCreate | None = None
     summary="weft: a named, read-only thread frozen at one checkpoint",
     responses={200: {"model": ThreadOut}},
 )
-async def create_snapshot(rt: Rt, thread_id: str, body: SnapshotCreate) -> JSON:
+async def create_snapshot(rt: Rt, thread_id: ThreadId, body: SnapshotCreate) -> JSON:
     thread = await rt.threads.snapshot(
         thread_id, body.name, checkpoint_id=body.checkpoint_id, metadata=body.metadata
     )
@@ -423,7 +425,7 @@ async def create_snapshot(rt: Rt, thread_id: str, body: SnapshotCreate) -> JSON:
 )
 async def list_snapshots(
     rt: Rt,
-    thread_id: str,
+    thread_id: ThreadId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JSON:
@@ -438,7 +440,7 @@ async def list_snapshots(
     summary="weft: make a past checkpoint the head again (deletes nothing)",
     responses={200: {"model": ThreadOut}},
 )
-async def rollback_thread(rt: Rt, thread_id: str, body: Rollback) -> JSON:
+async def rollback_thread(rt: Rt, thread_id: ThreadId, body: Rollback) -> JSON:
     return JSON((await rt.threads.rollback(thread_id, body.checkpoint_id)).to_api())
 
 

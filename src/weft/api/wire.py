@@ -6,23 +6,26 @@ Routes parse, call one runtime method and format with these helpers; nothing els
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weft.errors import WeftError
 from weft.jsonable import to_jsonable
 from weft.runtime import Runtime
 from weft.schema import RunEvent
+from weft.validation import storable
 
 log = logging.getLogger("weft.api")
 
@@ -39,10 +42,47 @@ Rt = Annotated[Runtime, Depends(_runtime)]
 """The runtime of the app serving the request; declare a route parameter ``rt: Rt``."""
 
 
+def _uuid_path(what: str) -> Any:
+    return Path(description=f"The {what}'s UUID.", json_schema_extra={"format": "uuid"})
+
+
+ThreadId = Annotated[str, _uuid_path("thread")]
+RunId = Annotated[str, _uuid_path("run")]
+CronId = Annotated[str, _uuid_path("cron")]
+CheckpointId = Annotated[str, _uuid_path("checkpoint")]
+SessionId = Annotated[str, _uuid_path("session")]
+"""Path parameters documented as UUIDs; the runtime checks them (a 422 naming the
+parameter)."""
+
+
+class Detail(BaseModel):
+    """Every error: what went wrong and what to do."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": Detail,
+        "description": "The request cannot be served (400 unreadable body, 404 not found, "
+        "405 method, 409 conflict, 413 too large, 422 invalid input); detail says why",
+    }
+}
+"""The errors every route documents (``responses=`` of the app)."""
+
+
 class Body(BaseModel):
-    """Base of request bodies: a field the server does not know is a 422 naming it."""
+    """Base of request bodies: a field the server does not know is a 422 naming it, and so
+    is a value no backend can store (:func:`weft.validation.storable`: integers beyond 64
+    bits, NaN, NUL characters, lone surrogates, deep nesting) anywhere in the body."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        storable(data)
+        return data
 
 
 class JSON(JSONResponse):
@@ -56,12 +96,19 @@ class JSON(JSONResponse):
 
 
 def dumps(content: Any) -> bytes:
+    """``content`` as JSON: ``orjson`` for speed; values it refuses (integers beyond 64 bits
+    or strings with lone surrogates in a graph's state) through the standard library, which
+    writes the integer exactly and escapes the surrogate."""
     if isinstance(content, BaseModel):
-        return orjson.dumps(content.model_dump(mode="json"))
+        content = content.model_dump(mode="json")
     try:
         return orjson.dumps(content, default=_default)
     except TypeError:
-        return orjson.dumps(to_jsonable(content))
+        plain = to_jsonable(content)
+    try:
+        return orjson.dumps(plain)
+    except TypeError:
+        return json.dumps(plain, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _default(value: Any) -> Any:
@@ -218,9 +265,23 @@ class _TooLarge(StarletteHTTPException):
         self.size = size
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _allowed_methods(request: Request, routes: Sequence[BaseRoute]) -> list[str]:
+    """The methods of the routes matching the request's path most closely, by the fewest
+    path parameters (``/sessions/search`` is the search, not a session named "search").
+    FastAPI has one route per method, and Starlette's 405 names only the first one's."""
+    by_params: dict[int, set[str]] = {}
+    for route in routes:
+        match, child = route.matches({**request.scope, "method": "?", "path_params": {}})
+        if match is Match.PARTIAL:
+            params = len(child.get("path_params", ()))
+            by_params.setdefault(params, set()).update(getattr(route, "methods", None) or ())
+    return sorted(by_params[min(by_params)]) if by_params else []
+
+
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
     """Every error becomes ``{"detail": "..."}`` with the status the SDK maps to its typed
-    errors; an unexpected one is a 500 naming its type, never a traceback."""
+    errors; an unexpected one is a 500 naming its type, never a traceback. A 405 lists the
+    methods of ``routes`` (the routers' routes) on the path in its ``Allow`` header."""
 
     async def weft_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, WeftError)
@@ -235,11 +296,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail: Any = exc.detail
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
-            detail = f"method {request.method} is not allowed on {request.url.path}"
-        return JSON({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+            allowed = _allowed_methods(request, routes)
+            headers["Allow"] = ", ".join(allowed)
+            detail = (
+                f"method {request.method} is not allowed on {request.url.path}; "
+                f"use {', '.join(allowed)}"
+            )
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":
+            cause = str(exc.__cause__ or "")
+            why = f" ({cause[:200]})" if cause else ""
+            detail = f"the request body cannot be read as JSON{why}; send UTF-8 encoded JSON"
+        return JSON({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
@@ -255,11 +326,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 __all__ = [
+    "ERRORS",
     "HEARTBEAT_SECONDS",
     "JSON",
     "Body",
     "BodyLimit",
+    "CheckpointId",
+    "CronId",
+    "Detail",
     "Rt",
+    "RunId",
+    "SessionId",
+    "ThreadId",
     "dumps",
     "install_error_handlers",
     "paged",
