@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from typing import Annotated, TypedDict
 
@@ -146,3 +147,17 @@ async def test_a_database_from_a_newer_weft_is_refused(database_url: str) -> Non
     message = str(raised.value)
     assert f"schema version {newer}" in message
     assert "written by a newer weft" in message
+
+
+async def test_store_put_of_an_existing_key_keeps_its_created_at(storage: Storage) -> None:
+    await storage.store.aput(("prefs",), "u1", {"theme": "dark"})
+    first = await storage.store.aget(("prefs",), "u1")
+    await asyncio.sleep(1.1)  # SQLite's timestamps have whole seconds
+    await storage.store.aput(("prefs",), "u1", {"theme": "blue"})
+    second = await storage.store.aget(("prefs",), "u1")
+    assert first is not None
+    assert second is not None
+    assert second.value == {"theme": "blue"}
+    assert second.created_at == first.created_at
+    assert second.updated_at > first.updated_at
+    assert len(await storage.store.asearch(("prefs",))) == 1

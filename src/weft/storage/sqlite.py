@@ -153,6 +153,22 @@ def _migrate_store(conn: sqlite3.Connection) -> None:
         for statement in _statements(script):
             conn.execute(statement)
         conn.execute("INSERT INTO store_migrations (v) VALUES (?)", (version,))
+    conn.execute(_STORE_KEEPS_CREATED_AT)
+
+
+_STORE_KEEPS_CREATED_AT = """
+CREATE TRIGGER IF NOT EXISTS store_keeps_created_at BEFORE INSERT ON store
+WHEN EXISTS (SELECT 1 FROM store WHERE prefix = NEW.prefix AND key = NEW.key)
+BEGIN
+    UPDATE store SET value = NEW.value, updated_at = NEW.updated_at,
+        expires_at = NEW.expires_at, ttl_minutes = NEW.ttl_minutes
+    WHERE prefix = NEW.prefix AND key = NEW.key;
+    SELECT RAISE(IGNORE);
+END
+"""
+"""LangGraph's SQLite store puts with ``INSERT OR REPLACE``, which gives a replaced item a new
+``created_at``; this turns a put of an existing key into an update, so ``created_at`` stays
+the item's first put (as on Postgres and the Platform)."""
 
 
 def _statements(script: str) -> list[str]:
