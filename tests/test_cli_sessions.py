@@ -149,7 +149,7 @@ def test_record_and_log(config: Path) -> None:
         (["record", "S", "note", "hi"], "CONTENT_JSON is not valid JSON: Expecting value at "
          "column 1", 2),
         (["log", "S", "--kind", "gossip"], "kinds[] must be one of request, response, feedback, "
-         "note, thread_event, run_event, state_event, not 'gossip'", 1),
+         "note, thread_event, run_event, state_event, plan_event, not 'gossip'", 1),
         (["log", "S", "--limit", "-1"], "limit must be a number >= 0, not -1", 1),
     ],
 )  # fmt: skip

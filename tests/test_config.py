@@ -188,7 +188,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path / "weft.yaml", "http:\n  port: 2024\ndatabse_url: sqlite:///x.db\n")
     assert load_error(path) == (
         f"{path}: databse_url (line 3): unknown key; did you mean 'database_url'? "
-        "(allowed: database_url, graphs, env, dependencies, http, sqlite, postgres, runs)"
+        "(allowed: database_url, graphs, env, dependencies, http, sqlite, postgres, runs, plans)"
     )
 
 

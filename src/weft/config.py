@@ -93,6 +93,7 @@ FILE_KEYS = (
     "sqlite",
     "postgres",
     "runs",
+    "plans",
 )
 """Keys of a weft.yaml file (and of the ``weft`` object in langgraph.json)."""
 
@@ -152,8 +153,21 @@ class RunsSettings(BaseModel):
     created by other processes are seen within this time)."""
 
 
+class PlansSettings(BaseModel):
+    """Session plans (dependency plans run by ``weft run`` and ``POST /sessions/{id}/run``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """A running plan belongs to the process that renews its lease within this time; after
+    a crash another process (or the restarted one) takes it up once the lease ran out."""
+    poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """Most seconds before a process looks for running plans nobody holds."""
+
+
 _SECTIONS: dict[str, type[BaseModel]] = {
     "http": HttpSettings,
+    "plans": PlansSettings,
     "runs": RunsSettings,
     "sqlite": SqliteSettings,
     "postgres": PostgresSettings,
@@ -178,6 +192,7 @@ class Settings(BaseModel):
     dependencies: list[str] = Field(default_factory=list)
     http: HttpSettings = Field(default_factory=HttpSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
+    plans: PlansSettings = Field(default_factory=PlansSettings)
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     ignored_keys: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ from weft.config import Settings
 from weft.crons import Crons
 from weft.errors import BadRequestError, RunError, WeftError
 from weft.graphs import GraphRegistry
+from weft.plan_runs import Plans
 from weft.runner import Runner
 from weft.runs import Runs
 from weft.schema import check_writable
@@ -42,15 +43,18 @@ class Runtime:
     sessions: Sessions
     runs: Runs
     crons: Crons
+    plans: Plans
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, shutdown_grace: float = 5.0
+        cls, settings: Settings, *, shutdown_grace: float = 5.0, execute_plans: bool = True
     ) -> AsyncIterator[Runtime]:
         """Load the graphs, open (and migrate) the database, register system assistants,
-        take up runs a dead process left. On exit, in-flight runs get ``shutdown_grace``
-        seconds to end; those still running go back to pending for the next start."""
+        take up runs and plans a dead process left (``execute_plans=False``: this process
+        runs no session plan, as for ``weft run --detach``). On exit, in-flight runs get
+        ``shutdown_grace`` seconds to end; those still running go back to pending for the
+        next start, and this process's plans are released for the next one to take up."""
         graphs = GraphRegistry.load(settings)
         async with open_storage(
             settings.database_url,
@@ -90,6 +94,19 @@ class Runtime:
                 poll_seconds=settings.runs.cron_poll_seconds,
             )
             await crons.start()
+            plans = Plans(
+                storage,
+                graphs,
+                assistants,
+                threads,
+                sessions,
+                runs,
+                lease_seconds=settings.plans.lease_seconds,
+                poll_seconds=settings.plans.poll_seconds,
+                execute=execute_plans,
+            )
+            sessions.plans = plans
+            await plans.start()
             try:
                 yield cls(
                     settings=settings,
@@ -100,8 +117,10 @@ class Runtime:
                     sessions=sessions,
                     runs=runs,
                     crons=crons,
+                    plans=plans,
                 )
             finally:
+                await plans.stop()
                 await crons.stop()
                 await runs.stop(grace=shutdown_grace)
 

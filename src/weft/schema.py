@@ -425,7 +425,14 @@ SessionStatus = Literal["active", "completed", "failed", "cancelled", "archived"
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
 
 InteractionKind = Literal[
-    "request", "response", "feedback", "note", "thread_event", "run_event", "state_event"
+    "request",
+    "response",
+    "feedback",
+    "note",
+    "thread_event",
+    "run_event",
+    "state_event",
+    "plan_event",
 ]
 INTERACTION_KINDS: tuple[str, ...] = get_args(InteractionKind)
 USER_INTERACTION_KINDS: tuple[str, ...] = ("request", "response", "feedback", "note")
@@ -472,6 +479,75 @@ class Interaction(BaseModel):
         return self.model_dump(mode="json")
 
 
+# --- plans -----------------------------------------------------------------------------------
+
+PlanPolicy = Literal["strict", "best_effort"]
+PlanStatus = Literal["ready", "running", "completed", "failed", "cancelled"]
+PlanThreadState = Literal[
+    "waiting",
+    "running",
+    "retrying",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "timed_out",
+]
+PLAN_POLICIES: tuple[str, ...] = get_args(PlanPolicy)
+PLAN_STATUSES: tuple[str, ...] = get_args(PlanStatus)
+PLAN_THREAD_STATES: tuple[str, ...] = get_args(PlanThreadState)
+PLAN_FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "skipped", "cancelled", "timed_out")
+"""Thread states a plan never moves a thread out of."""
+
+
+class Plan(BaseModel):
+    """A session's plan: its threads' dependencies, and how far its execution is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    spec: dict[str, Any]
+    """The normalised plan spec (JSON)."""
+    status: PlanStatus = "ready"
+    lease_owner: str | None = None
+    """The process running the plan; None when none holds it."""
+    lease_until: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class PlanThread(BaseModel):
+    """One named thread of a plan and its outcome so far."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    name: str
+    position: int
+    """Its order in the spec."""
+    thread_id: str
+    """``uuid5(UUID(session_id), name)``."""
+    state: PlanThreadState = "waiting"
+    attempts: int = 0
+    run_id: str | None = None
+    started_at: datetime | None = None
+    """When the first attempt started."""
+    ended_at: datetime | None = None
+    retry_at: datetime | None = None
+    """When the next attempt starts (state ``retrying``)."""
+    deadline: datetime | None = None
+    """The current attempt's timeout deadline; None: no timeout."""
+    error: str | None = None
+    reason: str | None = None
+    """Why the thread was skipped or cancelled."""
+    output: Any = None
+    """The final state (JSON) when succeeded."""
+    updated_at: datetime
+
+
 __all__ = [
     "ASSISTANT_FIELDS",
     "CRON_FIELDS",
@@ -482,6 +558,10 @@ __all__ = [
     "MAX_AFTER_SECONDS",
     "MULTITASK_STRATEGIES",
     "ON_RUN_COMPLETED",
+    "PLAN_FINAL_STATES",
+    "PLAN_POLICIES",
+    "PLAN_STATUSES",
+    "PLAN_THREAD_STATES",
     "RUNNABLE_LIFECYCLES",
     "RUN_STATUSES",
     "SESSION_STATUSES",
@@ -498,6 +578,11 @@ __all__ = [
     "Lifecycle",
     "MultitaskStrategy",
     "OnRunCompleted",
+    "Plan",
+    "PlanPolicy",
+    "PlanStatus",
+    "PlanThread",
+    "PlanThreadState",
     "Rollback",
     "Run",
     "RunCommand",

@@ -14,7 +14,8 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
@@ -41,6 +42,10 @@ from weft.storage.base import (
 from weft.threads import Threads
 from weft.validation import choice, json_object, page, uuid_arg
 
+if TYPE_CHECKING:
+    from weft.plan_runs import Plans
+    from weft.plans import PlanReport
+
 SESSION_KEY = "__weft_session__"
 """The run config key (under ``configurable``) holding the session handle of a run."""
 
@@ -52,6 +57,9 @@ _CAS_ATTEMPTS = 100
 
 class Sessions:
     """Every session operation of one runtime."""
+
+    plans: Plans
+    """The session plans of the runtime (set when the runtime builds its :class:`Plans`)."""
 
     def __init__(self, storage: Storage, threads: Threads) -> None:
         self.storage = storage
@@ -298,6 +306,20 @@ class Sessions:
             updated_at=datetime.now(UTC),
             owner=owner,
         )
+
+    async def run_plan(
+        self,
+        plan: Mapping[str, Any] | str | Path,
+        *,
+        overrides: Sequence[str] = (),
+        wait: bool = True,
+        owner: str | None = None,
+    ) -> PlanReport:
+        """Create a session from a plan (a YAML file or its data), run it and, with ``wait``,
+        return its final report (else the report as it starts). ``overrides`` are
+        ``key.path=value`` settings applied to the plan first. See :class:`weft.plan_runs.Plans`
+        (``rt.plans``) for each step on its own."""
+        return await self.plans.run_plan(plan, overrides=overrides, wait=wait, owner=owner)
 
     def run_config(self, session: Session) -> dict[str, Any]:
         """The ``configurable`` entries that give a run of one of ``session``'s threads its

@@ -27,6 +27,7 @@ from weft.schema import (
     ThreadStatus,
 )
 from weft.storage.base_crons import CronRecords
+from weft.storage.base_plans import PlanRecords
 from weft.storage.urls import DatabaseUrl, Dialect
 
 IfExists = Literal["raise", "do_nothing"]
@@ -250,7 +251,7 @@ def version_of(assistant: Assistant, version: int, created_at: datetime) -> Assi
     )
 
 
-class Storage(CronRecords, ABC):
+class Storage(CronRecords, PlanRecords, ABC):
     """weft's records, LangGraph's checkpoints and the LangGraph store, on one database.
 
     Obtain one with :func:`weft.storage.open_storage`; it is closed when that context exits.

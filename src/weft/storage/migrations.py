@@ -413,6 +413,55 @@ MIGRATIONS = (
     ),
 )
 
+# --- version 5: session plans -----------------------------------------------------------------
+
+
+def _plans(json: str, ts: str) -> tuple[str, ...]:
+    """A session's plan and one row per named thread; both go with the session."""
+    return (
+        f"""CREATE TABLE plans (
+            session_id TEXT PRIMARY KEY REFERENCES sessions (session_id) ON DELETE CASCADE,
+            spec {json} NOT NULL,
+            status TEXT NOT NULL,
+            lease_owner TEXT,
+            lease_until {ts},
+            created_at {ts} NOT NULL,
+            updated_at {ts} NOT NULL,
+            started_at {ts},
+            ended_at {ts}
+        )""",
+        "CREATE INDEX plans_status ON plans (status)",
+        f"""CREATE TABLE plan_threads (
+            session_id TEXT NOT NULL REFERENCES plans (session_id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            thread_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            run_id TEXT,
+            started_at {ts},
+            ended_at {ts},
+            retry_at {ts},
+            deadline {ts},
+            error TEXT,
+            reason TEXT,
+            output {json},
+            updated_at {ts} NOT NULL,
+            PRIMARY KEY (session_id, name)
+        )""",
+    )
+
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=5,
+        description="session plans: plans and plan_threads",
+        sqlite=_plans("TEXT", "TEXT"),
+        postgres=_plans("JSONB", "TIMESTAMPTZ"),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -29,6 +29,7 @@ from weft.errors import StorageError
 from weft.storage.migrations import SCHEMA_TABLE_POSTGRES, pending
 from weft.storage.postgres_assistants import PostgresAssistantStorage
 from weft.storage.postgres_crons import PostgresCronStorage
+from weft.storage.postgres_plans import PostgresPlanStorage
 from weft.storage.postgres_runs import PostgresRunStorage
 from weft.storage.postgres_sessions import PostgresDoctor, PostgresSessionStorage
 from weft.storage.postgres_threads import (
@@ -191,6 +192,7 @@ class PostgresStorage(
     PostgresSessionStorage,
     PostgresRunStorage,
     PostgresCronStorage,
+    PostgresPlanStorage,
     PostgresDoctor,
 ):
     """weft's storage on PostgreSQL. Obtain one with :func:`weft.storage.open_storage`."""

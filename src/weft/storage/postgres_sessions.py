@@ -7,6 +7,7 @@ Appends and state changes lock the session row first, so concurrent writers queu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from weft.storage.base import (
 from weft.storage.postgres_assistants import Conn, PostgresBase
 from weft.storage.postgres_threads import delete_threads, insert_thread, owner_clause
 
-__all__ = ["PostgresDoctor", "PostgresSessionStorage"]
+__all__ = ["NewInteraction", "PostgresDoctor", "PostgresSessionStorage", "insert_interactions"]
 
 _COLUMNS = (
     "session_id, user_id, name, status, metadata, state, state_version, owner, "
@@ -130,26 +131,8 @@ class PostgresSessionStorage(PostgresBase):
         async with self._transaction() as conn:
             # The row lock queues concurrent appends: each reads the max the previous wrote.
             await _get(conn, session_id, owner, lock=True)
-            cur = await conn.execute(
-                f"INSERT INTO interactions ({_INTERACTION_COLUMNS}) "
-                "SELECT %s, coalesce(max(seq), 0) + 1, %s, %s, %s, %s, %s, %s "
-                "FROM interactions WHERE session_id = %s "
-                f"RETURNING {_INTERACTION_COLUMNS}",
-                (
-                    session_id,
-                    kind,
-                    Jsonb(content),
-                    Jsonb(dict(metadata)),
-                    thread_id,
-                    run_id,
-                    created_at,
-                    session_id,
-                ),
-            )
-            row = await cur.fetchone()
-            if row is None:  # an aggregate always yields one row
-                raise NotFoundError(f"session {session_id} not found")
-            return Interaction.model_validate(row)
+            entry = (kind, content, metadata, thread_id, run_id)
+            return (await insert_interactions(conn, session_id, [entry], created_at))[0]
 
     async def list_interactions(
         self,
@@ -169,6 +152,40 @@ class PostgresSessionStorage(PostgresBase):
             await _get(conn, session_id, owner)
             cur = await conn.execute(sql + " ORDER BY seq LIMIT %s", (*params, limit))
             return [Interaction.model_validate(r) for r in await cur.fetchall()]
+
+
+NewInteraction = tuple[InteractionKind, Any, Mapping[str, Any], str | None, str | None]
+"""An entry to append: kind, content, metadata, thread ID, run ID."""
+
+
+async def insert_interactions(
+    conn: Conn, session_id: str, entries: Sequence[NewInteraction], created_at: datetime
+) -> list[Interaction]:
+    """Append ``entries`` to the log of a session the caller has locked (``FOR UPDATE``, which
+    queues concurrent appends), with the next seqs, in one statement."""
+    if not entries:
+        return []
+    cur = await conn.execute(
+        f"INSERT INTO interactions ({_INTERACTION_COLUMNS}) "
+        "SELECT %s, m.seq + e.n, e.kind, e.content::jsonb, e.metadata::jsonb, e.thread_id, "
+        "e.run_id, %s "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+        "WITH ORDINALITY AS e(kind, content, metadata, thread_id, run_id, n), "
+        "(SELECT coalesce(max(seq), 0) AS seq FROM interactions WHERE session_id = %s) AS m "
+        f"RETURNING {_INTERACTION_COLUMNS}",
+        (
+            session_id,
+            created_at,
+            [e[0] for e in entries],
+            [json.dumps(e[1]) for e in entries],
+            [json.dumps(dict(e[2])) for e in entries],
+            [e[3] for e in entries],
+            [e[4] for e in entries],
+            session_id,
+        ),
+    )
+    added = [Interaction.model_validate(r) for r in await cur.fetchall()]
+    return sorted(added, key=lambda e: e.seq)
 
 
 # --- doctor -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from weft.storage.sqlite_assistants import SqliteAssistantStorage
 from weft.storage.sqlite_checkpointer import SqliteCheckpointer
 from weft.storage.sqlite_crons import SqliteCronStorage
 from weft.storage.sqlite_engine import SqliteEngine
+from weft.storage.sqlite_plans import SqlitePlanStorage
 from weft.storage.sqlite_runs import SqliteRunStorage
 from weft.storage.sqlite_sessions import SqliteSessionStorage
 from weft.storage.sqlite_store import SqliteStore
@@ -28,6 +29,7 @@ class SqliteStorage(
     SqliteSessionStorage,
     SqliteRunStorage,
     SqliteCronStorage,
+    SqlitePlanStorage,
 ):
     dialect = "sqlite"
 

@@ -132,35 +132,8 @@ class SqliteSessionStorage(Storage):
     ) -> Interaction:
         def write(conn: sqlite3.Connection) -> Interaction:
             _get(conn, session_id, owner)
-            row = conn.execute(
-                "SELECT coalesce(max(seq), 0) FROM interactions WHERE session_id = ?",
-                (session_id,),
-            ).fetchone()
-            entry = Interaction(
-                session_id=session_id,
-                seq=int(row[0]) + 1,
-                kind=kind,
-                content=content,
-                metadata=dict(metadata),
-                thread_id=thread_id,
-                run_id=run_id,
-                created_at=created_at,
-            )
-            conn.execute(
-                f"INSERT INTO interactions ({_INTERACTION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.session_id,
-                    entry.seq,
-                    entry.kind,
-                    _dumps(entry.content),
-                    _dumps(entry.metadata),
-                    entry.thread_id,
-                    entry.run_id,
-                    _ts(entry.created_at),
-                ),
-            )
-            return entry
+            entry = (kind, content, metadata, thread_id, run_id)
+            return insert_interactions(conn, session_id, [entry], created_at)[0]
 
         return await self.engine.write(write)
 
@@ -192,6 +165,55 @@ class SqliteSessionStorage(Storage):
 
 
 # --- operations (each runs inside the caller's job) -------------------------------------------
+
+NewInteraction = tuple[InteractionKind, Any, Mapping[str, Any], str | None, str | None]
+"""An entry to append: kind, content, metadata, thread ID, run ID."""
+
+
+def insert_interactions(
+    conn: sqlite3.Connection,
+    session_id: str,
+    entries: Sequence[NewInteraction],
+    created_at: datetime,
+) -> list[Interaction]:
+    """Append ``entries`` to the log of a session the caller has checked, with the next seqs."""
+    if not entries:
+        return []
+    row = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM interactions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    first = int(row[0]) + 1
+    added = [
+        Interaction(
+            session_id=session_id,
+            seq=first + i,
+            kind=kind,
+            content=content,
+            metadata=dict(metadata),
+            thread_id=thread_id,
+            run_id=run_id,
+            created_at=created_at,
+        )
+        for i, (kind, content, metadata, thread_id, run_id) in enumerate(entries)
+    ]
+    at = _ts(created_at)
+    conn.executemany(
+        f"INSERT INTO interactions ({_INTERACTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                e.session_id,
+                e.seq,
+                e.kind,
+                _dumps(e.content),
+                _dumps(e.metadata),
+                e.thread_id,
+                e.run_id,
+                at,
+            )
+            for e in added
+        ],
+    )
+    return added
 
 
 def _create(conn: sqlite3.Connection, s: Session) -> Session:
