@@ -11,25 +11,18 @@ from typing import Any
 
 import pytest
 
+from weft.plan_checks import PlanSource, load_plan, read_plan, validate_plan, when_roots
+from weft.plan_view import critical_path, describe, levels, mermaid
 from weft.plans import (
     PlanError,
     PlanRuntimeError,
-    PlanSource,
     PlanSpec,
     RetrySpec,
     Workflow,
     condition_holds,
-    critical_path,
-    describe,
-    levels,
-    load_plan,
-    mermaid,
-    read_plan,
     referenced_workflows,
     report,
     thread_input,
-    validate_plan,
-    when_roots,
 )
 from weft.schema import Plan, PlanThread
 from weft.workflows.expressions import Expression

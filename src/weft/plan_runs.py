@@ -23,15 +23,14 @@ from typing import Any, Literal
 from weft.assistants import Assistants
 from weft.errors import WeftError
 from weft.graphs import GraphRegistry
+from weft.plan_checks import read_plan, validate_plan
 from weft.plan_executor import Executor
 from weft.plans import (
     PlanReport,
     PlanSpec,
     Workflow,
-    read_plan,
     referenced_workflows,
     report,
-    validate_plan,
 )
 from weft.runs import Runs
 from weft.schema import Interaction, Plan, PlanThread, Session
