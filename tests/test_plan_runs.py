@@ -422,3 +422,25 @@ async def test_a_plan_survives_a_kill_9_and_resumes_where_it_stood(
         events = [e.content["event"] async for e in rt.plans.events(session_id)]
         assert events.count("thread_started") == 3
         assert events[-1] == "plan_completed"
+
+
+async def test_validation_uses_the_registered_workflows_input_schemas(rt: Runtime) -> None:
+    with pytest.raises(PlanError) as e:
+        await rt.plans.validate(
+            {
+                "threads": {
+                    "collect": {"graph_id": "produce"},
+                    "analyze": {
+                        "graph_id": "consume",
+                        "inputs_from": {"collect": {"fidnings": "findings"}},
+                    },
+                    "loop": {"graph_id": "consume", "after": ["analyze", "loop2"]},
+                    "loop2": {"graph_id": "consume", "after": "loop"},
+                }
+            }
+        )
+    problems = e.value.problems
+    assert any(
+        "input path 'fidnings' is not an input field of graph 'consume'" in p for p in problems
+    ), problems
+    assert any("cycle: loop → loop2 → loop" in p for p in problems), problems
