@@ -253,7 +253,6 @@ class Executor:
             if self.running >= limit or (row.retry_at is not None and row.retry_at > now):
                 continue
             self._start(step, name, row.attempts + 1, None, now)
-        held: list[tuple[int, str]] = []
         while self.ready:
             position, name = heapq.heappop(self.ready)
             if self.rows[name].state != "waiting":
@@ -264,8 +263,8 @@ class Executor:
                 self._skip(step, name, f"source '{blocked}' {_said(self.rows[blocked].state)}", now)
                 continue
             if self.running >= limit:
-                held.append((position, name))
-                continue
+                heapq.heappush(self.ready, (position, name))
+                break  # the rest waits for a free slot (a step costs what changed)
             try:
                 if thread.when is not None and not condition_holds(self.spec, name, self.outputs):
                     self._skip(step, name, f"condition {thread.when!r} is false", now)
@@ -280,8 +279,6 @@ class Executor:
                     return
                 continue
             self._start(step, name, 1, payload, now)
-        for item in held:
-            heapq.heappush(self.ready, item)
 
     def _start(
         self, step: _Step, name: str, attempt: int, payload: dict[str, Any] | None, now: datetime
@@ -446,9 +443,21 @@ class Executor:
             if thread.status in ("busy", "interrupted"):
                 continue
             runs = await plans.runs.list(row.thread_id, limit=1)
-            if not runs or runs[0].run_id == row.run_id:
-                continue
-            self.attempts[name] = asyncio.create_task(self._join(name, row, runs[0].run_id))
+            if runs and runs[0].run_id != row.run_id:
+                self.attempts[name] = asyncio.create_task(self._join(name, row, runs[0].run_id))
+            else:  # resumed without a run record (``weft invoke --resume``): read the thread
+                await self._resumed_directly(name, row, thread.status)
+
+    async def _resumed_directly(self, name: str, row: PlanThread, status: str) -> None:
+        if status == "error":
+            error = "the thread failed after it was resumed"
+            self.ended.put_nowait(_Ended(name, row.attempts, row.run_id, "failed", error=error))
+            return
+        state = await self.plans.threads.state(row.thread_id)
+        if not state.interrupts and not state.next:
+            self.ended.put_nowait(
+                _Ended(name, row.attempts, row.run_id, "succeeded", output=state.values)
+            )
 
     async def _join(self, name: str, row: PlanThread, run_id: str) -> None:
         """Take the result of the run that resumed an interrupted thread."""

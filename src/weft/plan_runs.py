@@ -309,11 +309,14 @@ class Plans:
                     return
             if entries:
                 continue
+            try:  # this process's executor says when it wrote; another one is polled for
+                await asyncio.wait_for(changed.wait(), timeout=self.poll_seconds)
+                continue
+            except TimeoutError:
+                pass
             plan = await self.storage.get_plan(sid, owner=owner)
             if plan.status not in ("ready", "running"):
                 return  # ended without a final event after `after`: nothing more will come
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=self.poll_seconds)
 
     def _changed_event(self, session_id: str) -> asyncio.Event:
         event = self._changed.get(session_id)

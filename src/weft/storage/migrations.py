@@ -458,7 +458,7 @@ MIGRATIONS = (
         version=5,
         description="session plans: plans and plan_threads",
         sqlite=_plans("TEXT", "TEXT"),
-        postgres=_plans("JSONB", "TIMESTAMPTZ"),
+        postgres=_plans("JSON", "TIMESTAMPTZ"),  # JSON keeps the order of keys (threads)
     ),
 )
 

@@ -1,4 +1,5 @@
-"""Session plans on Postgres: JSONB spec and outputs, one transaction per change.
+"""Session plans on Postgres, one transaction per change. The spec and outputs are JSON, not
+JSONB: JSONB would reorder keys, and the order of a plan's threads is its order.
 
 A transaction that changes the session or its log locks the session row first (as appends to
 the log do), then the plan row; a step without events or finish takes only the plan row. So
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from weft.errors import ConflictError, NotFoundError
 from weft.schema import Interaction, Plan, PlanThread
@@ -63,7 +64,7 @@ class PostgresPlanStorage(PostgresBase):
                 f"INSERT INTO plans ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     sid,
-                    Jsonb(p.spec),
+                    Json(p.spec),
                     p.status,
                     p.lease_owner,
                     p.lease_until,
@@ -302,7 +303,7 @@ def _thread_row(session_id: str, t: PlanThread) -> tuple[Any, ...]:
         t.deadline,
         t.error,
         t.reason,
-        Jsonb(t.output) if t.output is not None else None,
+        Json(t.output) if t.output is not None else None,
         t.updated_at,
     )
 
@@ -316,7 +317,7 @@ def _patch_groups(
     for name, changes in merge_patches(patches).items():
         columns = tuple(sorted(changes))
         values = tuple(
-            Jsonb(changes[f]) if f == "output" and changes[f] is not None else changes[f]
+            Json(changes[f]) if f == "output" and changes[f] is not None else changes[f]
             for f in columns
         )
         groups.setdefault(columns, []).append((*values, now, name, session_id))
