@@ -13,6 +13,8 @@ from rich.table import Table
 
 from weft import __version__
 from weft.cli_common import ConfigOption, DatabaseOption, fail, json_option, load_settings, out
+from weft.cli_plans import plan_app
+from weft.cli_plans import run as run_plan
 from weft.cli_sessions import sessions_app
 from weft.cli_threads import doctor, threads_app
 from weft.config import Settings
@@ -33,6 +35,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(graph_app, name="graph")
 app.add_typer(threads_app, name="threads")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(plan_app, name="plan")
+app.command("run")(run_plan)
 app.command("doctor")(doctor)
 
 
@@ -284,7 +288,7 @@ def invoke(
         typer.echo(f"thread_id: {tid}", err=True)
 
     async def run() -> None:
-        async with Runtime.open(settings) as rt:
+        async with Runtime.open(settings, execute_plans=False) as rt:
             events = rt.invoke(
                 graph_id, graph_input, thread_id=tid, resume=resume_value, stream_mode=stream
             )

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from weft.config import SUPPORTED_ENV_VARS, ConfigWarning, Settings
 from weft.errors import ConfigError, WeftError
+from weft.plans import PlanError
 from weft.storage import parse_url
 
 if TYPE_CHECKING:
@@ -57,7 +58,16 @@ JsonFlag = Annotated[
 
 
 def fail(e: WeftError) -> NoReturn:
-    """Print ``error: <message>`` on stderr; exit 2 for a configuration error, 1 otherwise."""
+    """Print ``error: <message>`` on stderr; exit 2 for a configuration error, 1 otherwise.
+    An invalid plan prints each of its problems on a line of its own, and exits 2."""
+    if isinstance(e, PlanError):
+        for problem in e.problems:
+            typer.echo(problem, err=True)
+        count = len(e.problems)
+        typer.echo(
+            f"invalid plan: {count} problem{'s' if count != 1 else ''}; nothing ran", err=True
+        )
+        raise typer.Exit(2)
     typer.echo(f"error: {e}", err=True)
     raise typer.Exit(2 if isinstance(e, ConfigError) else 1)
 
@@ -101,18 +111,24 @@ def json_object_option(name: str, text: str | None) -> dict[str, Any] | None:
 
 
 def with_runtime(
-    config: Path | None, database: str | None, action: Callable[[Runtime], Awaitable[T]]
+    config: Path | None,
+    database: str | None,
+    action: Callable[[Runtime], Awaitable[T]],
+    *,
+    execute_plans: bool = False,
 ) -> T:
     """Open the runtime of ``--config``/``--database``, run ``action`` on it, close it.
 
-    A :class:`WeftError` ends the command with :func:`fail`.
+    The runtime runs no session plan unless ``execute_plans`` (``weft run``): a command that
+    only reads must not take up plans left for a ``weft serve``. A :class:`WeftError` ends
+    the command with :func:`fail`.
     """
     from weft.runtime import Runtime
 
     settings = load_settings(config, database)
 
     async def run() -> T:
-        async with Runtime.open(settings) as rt:
+        async with Runtime.open(settings, execute_plans=execute_plans) as rt:
             return await action(rt)
 
     try:

@@ -20,6 +20,7 @@ from weft.cli_common import (
     when,
     with_runtime,
 )
+from weft.cli_plans import print_report
 from weft.schema import INTERACTION_KINDS, SESSION_STATUSES, USER_INTERACTION_KINDS, Session, Thread
 
 if TYPE_CHECKING:
@@ -116,6 +117,25 @@ def sessions_show(
             str(thread.counts.checkpoints),
         )
     out.print(t, highlight=False)
+
+
+@sessions_app.command("status")
+def sessions_status(
+    session_id: SessionArg,
+    as_json: JsonFlag = False,
+    outputs: Annotated[
+        bool, typer.Option("--outputs", help="Add a column with each thread's output summary.")
+    ] = False,
+    config: ConfigOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Show where the session's plan stands: each thread's state, attempts, duration and
+    error or reason, and the success rate."""
+    report = with_runtime(config, database, lambda rt: rt.plans.status(session_id))
+    if as_json:
+        print_json(report.to_api())
+        return
+    print_report(report, outputs=outputs)
 
 
 @sessions_app.command("create")

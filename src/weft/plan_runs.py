@@ -220,7 +220,8 @@ class Plans:
     async def status(self, session_id: str, *, owner: str | None = None) -> PlanReport:
         """Each thread's outcome, attempts, duration, output summary and error."""
         plan = await self.get(session_id, owner=owner)
-        return report(plan, await self.storage.plan_threads(plan.session_id))
+        threads = await self.storage.plan_threads(plan.session_id)
+        return report(plan, threads, now=datetime.now(UTC))
 
     # --- running --------------------------------------------------------------------------
 

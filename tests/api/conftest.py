@@ -39,6 +39,12 @@ GRAPHS = {
     "failing": "./steps.py:failing",
     "nested": "./agent.py:graph",  # a subgraph and a context schema (assistants tests)
     "streamer": "./api_runs.py:streamer",  # a subgraph writing custom events (runs tests)
+    # session plans (plans tests)
+    "produce": "./plan_steps.py:produce",
+    "consume": "./plan_steps.py:consume",
+    "sleepy": "./plan_steps.py:sleepy",
+    "ask": "./plan_steps.py:ask",
+    "boom": "./plan_steps.py:boom",
 }
 
 

@@ -115,6 +115,12 @@ WEFT_ONLY = {
     ("POST", "/threads/{thread_id}/snapshots"),
     ("GET", "/threads/{thread_id}/snapshots"),
     ("POST", "/threads/{thread_id}/rollback"),
+    ("PUT", "/sessions/{session_id}/plan"),
+    ("GET", "/sessions/{session_id}/plan"),
+    ("GET", "/sessions/{session_id}/plan/status"),
+    ("POST", "/sessions/{session_id}/run"),
+    ("POST", "/sessions/{session_id}/cancel"),
+    ("GET", "/sessions/{session_id}/stream"),
 }
 """weft's own routes, outside the Platform's (tag ``weft``)."""
 

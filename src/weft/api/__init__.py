@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from weft import __version__
-from weft.api import assistants, crons, runs, sessions, store, system, threads
+from weft.api import assistants, crons, plans, runs, sessions, store, system, threads
 from weft.api.wire import ERRORS, BodyLimit, install_error_handlers
 from weft.config import Settings
 from weft.runtime import Runtime
@@ -22,6 +22,7 @@ from weft.runtime import Runtime
 ROUTERS = (
     system.router,
     sessions.router,
+    plans.router,
     threads.router,
     assistants.router,
     store.router,

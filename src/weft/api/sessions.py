@@ -16,6 +16,7 @@ from fastapi import Body as BodyParam
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from weft.api.plans import PlanOut, create_with_plan
 from weft.api.threads import ThreadOut
 from weft.api.wire import JSON, Body, Detail, Rt, SessionId, paged
 from weft.schema import Interaction, SessionStatus
@@ -41,6 +42,12 @@ class Session(BaseModel):
     """Bumped by every state change: the ``expected_version`` of ``PUT .../state``."""
     created_at: datetime
     updated_at: datetime
+
+
+class SessionCreated(Session):
+    """A new session; created from a plan, with the plan."""
+
+    plan: PlanOut | None = None
 
 
 class SessionState(BaseModel):
@@ -80,6 +87,11 @@ class SessionCreate(Body):
     name: str | None = None
     metadata: dict[str, Any] | None = None
     state: dict[str, Any] | None = Field(None, description="The initial shared state")
+    plan: dict[str, Any] | None = Field(
+        None,
+        description="A session plan (see PUT /sessions/{session_id}/plan): the session is "
+        "created from it (name, user_id and metadata inside the plan; no other field)",
+    )
 
 
 class SessionUpdate(Body):
@@ -140,9 +152,13 @@ _BATCH_EXAMPLE = [
 # --- records -----------------------------------------------------------------------------
 
 
-@router.post("", summary="Create a session", responses=_ok(Session, 409, 422))
+@router.post(
+    "", summary="Create a session (from a plan, with plan)", responses=_ok(SessionCreated, 409, 422)
+)
 async def create_session(body: SessionCreate, rt: Rt) -> JSON:
-    session = await rt.sessions.create(**body.model_dump(exclude_unset=True))
+    if body.plan is not None:
+        return await create_with_plan(body.model_dump(exclude_unset=True), rt)
+    session = await rt.sessions.create(**body.model_dump(exclude_unset=True, exclude={"plan"}))
     return JSON(session.to_api())
 
 
@@ -341,4 +357,4 @@ async def merge_state(session_id: SessionId, body: StateMerge, rt: Rt) -> JSON:
     return JSON(_state(await rt.sessions.update_state(session_id, body.state)))
 
 
-__all__ = ["Session", "SessionState", "router"]
+__all__ = ["Session", "SessionCreated", "SessionState", "router"]
