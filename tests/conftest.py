@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -114,3 +116,31 @@ async def run(rt: Runtime, thread: Thread | str, graph_input: Any = None, **kw: 
     async for _, data in rt.invoke(graph, graph_input or {}, thread_id=tid, **kw):
         last = data
     return last
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kill_after_first_line(script: str, args: list[str], cwd: Path) -> str:
+    """Run ``python -c script *args`` in ``cwd``, wait for its first line of output, then
+    SIGKILL it (a crash: no cleanup of any kind). Returns that line, stripped."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return line.strip()

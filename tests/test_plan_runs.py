@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, kill_after_first_line
 from weft.config import Settings
 from weft.errors import ConflictError
 from weft.plans import PlanError, PlanReport
 from weft.runtime import Runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = {
     name: f"./plan_steps.py:{name}"
     for name in ("produce", "consume", "sleepy", "flaky", "ask", "boom")
@@ -378,35 +374,12 @@ asyncio.run(main())
 """
 
 
-def _crash(project: Path, url: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASHING, str(project), url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return line.strip()
-
-
 async def test_a_plan_survives_a_kill_9_and_resumes_where_it_stood(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     project = _project(tmp_path, lease=1.0)
-    session_id = _crash(project, url, tmp_path)
+    session_id = kill_after_first_line(CRASHING, [str(project), url], tmp_path)
     settings = Settings.load(project, env={"WEFT_DATABASE_URL": url})
     async with Runtime.open(settings) as rt:
         before = by_name(await rt.plans.status(session_id))

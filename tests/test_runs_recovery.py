@@ -4,16 +4,12 @@ database takes the run up again from its last checkpoint and no thread stays bus
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, kill_after_first_line
 from weft.config import Settings
 from weft.runtime import Runtime
 
@@ -37,34 +33,6 @@ asyncio.run(main())
 """
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _crash(project: Path, url: str, cwd: Path) -> tuple[str, str]:
-    """Start a run in a subprocess, SIGKILL it inside the node; the thread and run ids."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CRASHING, str(project), url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
-        thread_id, run_id = line.split()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return thread_id, run_id
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     shutil.copy(FIXTURES / "steps.py", tmp_path / "steps.py")
@@ -81,7 +49,7 @@ async def test_a_run_killed_mid_way_is_taken_up_by_the_next_process(
         url = f"sqlite:///{tmp_path}/weft.db"
     else:
         url = str(request.getfixturevalue("postgres_database"))
-    thread_id, run_id = _crash(project, url, tmp_path)
+    thread_id, run_id = kill_after_first_line(CRASHING, [str(project), url], tmp_path).split()
 
     settings = Settings.load(project, env={"WEFT_DATABASE_URL": url})
     async with Runtime.open(settings) as rt:
