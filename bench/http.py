@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,39 +52,8 @@ HISTORY = 100
 RUNS_PER_S_TARGET = 500.0
 FIRST_EVENT_TARGET_MS = 3.0
 
-GRAPHS = f'''"""Graphs of bench/http.py: a 1-node echo and a {CHAIN}-step chain, async nodes."""
-
-from __future__ import annotations
-
-import operator
-from typing import Annotated, Any, TypedDict
-
-from langgraph.graph import END, START, StateGraph
-
-
-class State(TypedDict):
-    value: int
-    trail: Annotated[list[int], operator.add]
-
-
-async def step(state: State) -> dict[str, Any]:
-    return {{"value": state["value"] + 1, "trail": [state["value"]]}}
-
-
-def build(n: int) -> StateGraph:
-    builder = StateGraph(State)
-    prev = START
-    for i in range(n):
-        builder.add_node(f"n{{i}}", step)
-        builder.add_edge(prev, f"n{{i}}")
-        prev = f"n{{i}}"
-    builder.add_edge(prev, END)
-    return builder
-
-
-echo = build(1)
-chain = build({CHAIN})
-'''
+GRAPHS = Path(__file__).with_name("echo_chain.py")
+"""The echo and chain graphs (CHAIN steps), copied into the temporary project."""
 
 
 def fresh_input() -> dict[str, Any]:
@@ -208,7 +178,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="weft-bench-http-") as tmp:
         project = Path(tmp)
-        (project / "graphs.py").write_text(GRAPHS)
+        shutil.copy(GRAPHS, project / "graphs.py")
         (project / "langgraph.json").write_text(
             json.dumps(
                 {
@@ -223,6 +193,7 @@ def main() -> None:
 
 async def measure(url: str, project: Path, reps: int, rounds: int) -> None:
     module = load_graphs(project / "graphs.py")
+    assert module.CHAIN == CHAIN, "bench/echo_chain.py and this script disagree on CHAIN"
     async with aiosqlite.connect(project / "floor.db") as conn:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")

@@ -31,6 +31,7 @@ import io
 import json
 import platform
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,39 +56,8 @@ CHAIN = 10
 CONCURRENCY = 50
 OVERHEAD_TARGET = 0.25  # engine over LangGraph + weft checkpointer
 
-GRAPHS = f'''"""Graphs of bench/runs.py: a 1-node echo and a {CHAIN}-step chain, async nodes."""
-
-from __future__ import annotations
-
-import operator
-from typing import Annotated, Any, TypedDict
-
-from langgraph.graph import END, START, StateGraph
-
-
-class State(TypedDict):
-    value: int
-    trail: Annotated[list[int], operator.add]
-
-
-async def step(state: State) -> dict[str, Any]:
-    return {{"value": state["value"] + 1, "trail": [state["value"]]}}
-
-
-def build(n: int) -> StateGraph:
-    builder = StateGraph(State)
-    prev = START
-    for i in range(n):
-        builder.add_node(f"n{{i}}", step)
-        builder.add_edge(prev, f"n{{i}}")
-        prev = f"n{{i}}"
-    builder.add_edge(prev, END)
-    return builder
-
-
-echo = build(1)
-chain = build({CHAIN})
-'''
+GRAPHS = Path(__file__).with_name("echo_chain.py")
+"""The echo and chain graphs (CHAIN steps), copied into the temporary project."""
 
 SETUPS = ("engine", "LangGraph + weft checkpointer", "LangGraph + AsyncSqliteSaver")
 ENGINE, LG_WEFT, LG_STOCK = SETUPS
@@ -368,7 +338,7 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "bench_graphs.py").write_text(GRAPHS)
+        shutil.copy(GRAPHS, folder / "bench_graphs.py")
         (folder / "langgraph.json").write_text(
             json.dumps(
                 {"graphs": {"echo": "./bench_graphs.py:echo", "chain": "./bench_graphs.py:chain"}}
@@ -377,6 +347,7 @@ async def main() -> None:
         env = {"WEFT_DATABASE_URL": f"sqlite:///{folder}/engine.db"}
         settings = Settings.load(folder / "langgraph.json", env=env)
         module = load_graphs(folder / "bench_graphs.py")
+        assert module.CHAIN == CHAIN, "bench/echo_chain.py and this script disagree on CHAIN"
         saved_path = list(sys.path)
         profile = ""
         try:
