@@ -1,5 +1,6 @@
 """``weft run FILE``, ``weft plan show FILE`` and ``weft sessions status ID`` on real plans of
-the tiny graphs in tests/fixtures/graphs/plan_steps.py, with a SQLite file in tmp_path.
+the tiny graphs in tests/fixtures/graphs/plan_steps.py (and steps.py), with a SQLite file
+in tmp_path.
 
 Most tests call the CLI in process (typer's CliRunner: no terminal, so ``weft run`` prints
 event lines and the outcome table); the interrupt and Ctrl-C tests run ``weft`` as a
@@ -40,7 +41,7 @@ graphs:
   produce: plan_steps.py:produce
   consume: plan_steps.py:consume
   sleepy: plan_steps.py:sleepy
-  ask: plan_steps.py:ask
+  ask: steps.py:review
   boom: plan_steps.py:boom
 """
 
@@ -108,6 +109,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("WEFT_") and not name.startswith("WEFT_TEST_"):
             monkeypatch.delenv(name)
     shutil.copy(FIXTURES / "plan_steps.py", tmp_path / "plan_steps.py")
+    shutil.copy(FIXTURES / "steps.py", tmp_path / "steps.py")
     (tmp_path / "weft.yaml").write_text(CONFIG)
     for name, text in (
         ("research.yaml", RESEARCH),

@@ -21,12 +21,13 @@ from weft.runtime import Runtime
 
 GRAPHS = {
     name: f"./plan_steps.py:{name}"
-    for name in ("produce", "consume", "sleepy", "flaky", "ask", "boom")
-}
+    for name in ("produce", "consume", "sleepy", "flaky", "boom")
+} | {"ask": "./steps.py:review"}
 
 
 def _project(tmp_path: Path, lease: float = 10.0) -> Path:
     shutil.copy(FIXTURES / "plan_steps.py", tmp_path / "plan_steps.py")
+    shutil.copy(FIXTURES / "steps.py", tmp_path / "steps.py")
     config = tmp_path / "langgraph.json"
     config.write_text(
         json.dumps(

@@ -43,7 +43,7 @@ GRAPHS = {
     "produce": "./plan_steps.py:produce",
     "consume": "./plan_steps.py:consume",
     "sleepy": "./plan_steps.py:sleepy",
-    "ask": "./plan_steps.py:ask",
+    "ask": "./steps.py:review",
     "boom": "./plan_steps.py:boom",
 }
 
