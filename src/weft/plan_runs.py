@@ -149,11 +149,16 @@ class Plans:
         return validate_plan(data, where, await self.workflows(data, owner=owner))
 
     async def workflows(self, data: Any, *, owner: str | None = None) -> dict[str, Workflow]:
-        """Every registered graph, and the assistants ``data`` names, with their input fields."""
+        """Every registered graph, and the assistants ``data`` names; the input fields only
+        of the workflows ``data`` uses (deriving a schema reads and builds the graph)."""
+        refs = referenced_workflows(data)
         known: dict[str, Workflow] = {}
         for graph_id in self.graphs.ids():
-            known[graph_id] = await self._workflow(graph_id, graph_id, owner)
-        for ref in sorted(referenced_workflows(data) - set(known)):
+            if graph_id in refs:
+                known[graph_id] = await self._workflow(graph_id, graph_id, owner)
+            else:
+                known[graph_id] = Workflow(graph_id=graph_id, input_fields=None)
+        for ref in sorted(refs - set(known)):
             with contextlib.suppress(WeftError):
                 assistant = await self.assistants.get(self.assistants.resolve_id(ref), owner=owner)
                 known[ref] = await self._workflow(ref, assistant.graph_id, owner)
