@@ -20,8 +20,7 @@ from weft.plans import PlanError, PlanReport
 from weft.runtime import Runtime
 
 GRAPHS = {
-    name: f"./plan_steps.py:{name}"
-    for name in ("produce", "consume", "sleepy", "flaky", "boom")
+    name: f"./plan_steps.py:{name}" for name in ("produce", "consume", "sleepy", "flaky", "boom")
 } | {"ask": "./steps.py:review"}
 
 
