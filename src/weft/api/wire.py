@@ -33,7 +33,9 @@ HEARTBEAT_SECONDS = 10.0
 """How often an idle SSE stream sends a comment so proxies keep it open."""
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
+    """Async, so that FastAPI calls it on the event loop (a plain function would cost every
+    request a hop to its thread pool)."""
     rt: Runtime = request.app.state.rt
     return rt
 
