@@ -5,6 +5,7 @@ storage backend."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,48 @@ async def test_wait_returns_the_final_values_and_keeps_the_books(rt: Runtime) ->
     history = await rt.threads.history(thread.thread_id, limit=100)
     assert got.counts.checkpoints == len(history)
     assert all(h.metadata.get("run_id") == run.run_id for h in history)
+
+
+async def test_wait_and_stream_see_their_books_at_once(rt: Runtime) -> None:
+    """``wait`` and ``stream`` admit and finish early (SQLite: before the commit); what
+    they report is already what every read sees."""
+    for _ in range(10):
+        thread = await rt.threads.create()
+        await rt.runs.wait(thread.thread_id, "counter", input={})
+        [run] = await rt.runs.list(thread.thread_id)
+        assert run.status == "success"
+        assert (await rt.threads.get(thread.thread_id)).status == "idle"
+        run, events = await rt.runs.stream(thread.thread_id, "counter", input={})
+        assert (await rt.runs.get(thread.thread_id, run.run_id)).status in ("pending", "running")
+        await collect(events)
+        assert (await rt.runs.get(thread.thread_id, run.run_id)).status == "success"
+
+
+async def test_an_admission_that_fails_to_commit_ends_the_run_with_the_error(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the commit of an early admission fails (the disk, not the request), the run's
+    waiter gets the error and its task stops."""
+    admit = rt.storage.admit
+
+    async def failing_commit(*args: Any, **kwargs: Any) -> Any:
+        admission = await admit(*args, **kwargs)
+
+        async def commit() -> None:
+            await asyncio.sleep(0.2)
+            raise OSError("disk I/O error")
+
+        return dataclasses.replace(admission, committed=commit())
+
+    monkeypatch.setattr(rt.storage, "admit", failing_commit)
+    thread = await rt.threads.create()
+    result = await rt.runs.wait(thread.thread_id, "slow", input={"seconds": 2})
+    assert result == {
+        "__error__": {
+            "error": "StorageError",
+            "message": "the run's record could not be stored: disk I/O error",
+        }
+    }
 
 
 async def test_stream_events_have_the_platforms_names_and_increasing_ids(rt: Runtime) -> None:

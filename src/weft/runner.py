@@ -141,20 +141,20 @@ class Runner:
         except TimeoutError:
             message = f"the run passed its timeout of {timeout} s; its last checkpoint is kept"
             self._error(run, "TimeoutError", message)
-            return Outcome("timeout", _error_result("TimeoutError", message), message)
+            return Outcome("timeout", error_result("TimeoutError", message), message)
         except StorageError as e:
             self._error(run, "StorageError", str(e))
-            return Outcome("error", _error_result("StorageError", str(e)), str(e), retry=True)
+            return Outcome("error", error_result("StorageError", str(e)), str(e), retry=True)
         except GraphRecursionError as e:
             self._error(run, "GraphRecursionError", str(e))
-            return Outcome("error", _error_result("GraphRecursionError", str(e)), str(e))
+            return Outcome("error", error_result("GraphRecursionError", str(e)), str(e))
         except WeftError as e:
             self._error(run, type(e).__name__, str(e))
-            return Outcome("error", _error_result(type(e).__name__, str(e)), str(e))
+            return Outcome("error", error_result(type(e).__name__, str(e)), str(e))
         except Exception as e:  # noqa: BLE001 - the runner's task guard: a node failed
             name = type(e).__name__
             self._error(run, name, str(e))
-            return Outcome("error", _error_result(name, str(e)), f"{name}: {e}")
+            return Outcome("error", error_result(name, str(e)), f"{name}: {e}")
 
     async def _stream(
         self,
@@ -379,8 +379,9 @@ class _Messages:
         return out
 
 
-def _error_result(error: str, message: str) -> dict[str, Any]:
+def error_result(error: str, message: str) -> dict[str, Any]:
+    """A failed run's result, as the Platform reports it."""
     return {"__error__": {"error": error, "message": message}}
 
 
-__all__ = ["Admitted", "Outcome", "Runner"]
+__all__ = ["Admitted", "Outcome", "Runner", "error_result"]

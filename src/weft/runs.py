@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 from weft.assistants import Assistants
 from weft.errors import BadRequestError, ConflictError, NotFoundError, UnprocessableEntityError
 from weft.run_queue import LocalQueue
-from weft.runner import Admitted, Outcome, Runner
+from weft.runner import Admitted, Outcome, Runner, error_result
 from weft.schema import (
     INFLIGHT_STATUSES,
     RUN_STATUSES,
@@ -41,6 +42,8 @@ from weft.streams import RunStreams
 from weft.threads import Threads
 from weft.validation import choice, page, pydantic_message, uuid_arg
 from weft.webhooks import Webhooks
+
+log = logging.getLogger("weft.runs")
 
 CANCEL_ACTIONS = ("interrupt", "rollback")
 _POLL = 0.05
@@ -108,7 +111,7 @@ class Runs:
         unknown one is an error naming it. Returns the run as admitted (``pending``; it
         may have started already).
         """
-        run, _ = await self._create(thread_id, assistant_id, owner, options)
+        run, _ = await self._create(thread_id, assistant_id, owner, options, early=False)
         return run
 
     async def _create(
@@ -117,9 +120,15 @@ class Runs:
         assistant_id: str,
         owner: str | None,
         options: Mapping[str, Any],
+        *,
+        early: bool = True,
     ) -> tuple[Run, asyncio.Future[Outcome]]:
         """Admit a run; it and the future of its outcome. The admission reads the assistant
-        itself, in its one write: a run on an existing thread costs no read before it."""
+        itself, in its one write: a run on an existing thread costs no read before it.
+
+        ``early``: the run may start before its admission has committed (callers whose
+        answer comes from the run itself: ``wait`` and ``stream``; its checkpoints commit
+        after the admission). ``create``, whose answer is the admission, waits for it."""
         request = _request(options)
         _check(request, stateless=thread_id is None)
         if request.webhook:
@@ -139,7 +148,7 @@ class Runs:
             kwargs["on_completion"] = request.on_completion or "delete"
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         try:
-            admission = await self._admit(tid, resolved, request, kwargs, owner, future)
+            admission = await self._admit(tid, resolved, request, kwargs, owner, future, early)
         except NotFoundError:
             if request.if_not_exists != "create" or thread_id is None:
                 raise
@@ -147,8 +156,10 @@ class Runs:
             await self.threads.create(
                 thread_id=tid, graph_id=assistant.graph_id, if_exists="do_nothing", owner=owner
             )
-            admission = await self._admit(tid, resolved, request, kwargs, owner, future)
+            admission = await self._admit(tid, resolved, request, kwargs, owner, future, early)
         run = admission.run
+        if admission.committed is not None:
+            self._watch_commit(run, admission.committed)
         assert admission.assistant is not None
         self.streams.open(run.run_id, resumable=request.stream_resumable)
         if run.status == "running":
@@ -171,6 +182,7 @@ class Runs:
         kwargs: dict[str, Any],
         owner: str | None,
         future: asyncio.Future[Outcome],
+        early: bool,
     ) -> Admission:
         """Read the assistant, stamp the thread, admit the run and claim it when the thread
         is free: one write. Nothing is awaited between taking the time and handing the write
@@ -194,6 +206,7 @@ class Runs:
                 owner=owner,
                 claim=not request.after_seconds and not self.queue.stopping,
                 stamp=True,
+                early=early,
             )
         except BaseException:
             self._results.pop(run.run_id, None)
@@ -208,6 +221,24 @@ class Runs:
             ids = [r.run_id for r in inflight]
             await self.storage.checkpointer.adelete_for_runs(ids)
             await self.storage.delete_runs(ids)
+
+    def _watch_commit(self, run: Run, committed: Awaitable[None]) -> None:
+        """An early admission or finish whose commit fails (the disk, not the run) ends the
+        run's waiters with the error and stops its task: nothing of it was stored."""
+
+        def done(future: asyncio.Future[None]) -> None:
+            error = future.exception()
+            if error is None:
+                return
+            log.error("run %s: its bookkeeping was not stored: %s", run.run_id, error)
+            message = f"the run's record could not be stored: {error}"
+            result = error_result("StorageError", message)
+            self._settle(run.run_id, Outcome("error", result, message))
+            task = self.queue.tasks.get(run.run_id)
+            if task is not None and run.run_id in self.queue.cancellable:
+                task.cancel()
+
+        asyncio.ensure_future(committed).add_done_callback(done)
 
     # --- executing ------------------------------------------------------------------------
 
@@ -282,10 +313,15 @@ class Runs:
                 ended_at=datetime.now(UTC),
                 thread_patch=patch,
                 claim_next=not rolled_back and not self.queue.stopping,
+                # a success is settled before its commit: a crash then re-runs it from its
+                # last checkpoint, which ends it again at once with the same values
+                early=outcome.status == "success",
             )
         except ConflictError:  # cancelled while it was being claimed: already ended
             self._settle(run.run_id, outcome)
             return False
+        if done.committed is not None:
+            self._watch_commit(run, done.committed)
         if not rolled_back:
             self._next(run.thread_id, done)
         if run.kwargs.get("webhook"):
@@ -394,7 +430,8 @@ class Runs:
         self, thread_id: str | None, assistant_id: str, **options: Any
     ) -> tuple[Run, AsyncIterator[RunEvent]]:
         """Create a run and subscribe to its events from the first (``metadata``)."""
-        run = await self.create(thread_id, assistant_id, **options)
+        owner = options.pop("owner", None)
+        run, _ = await self._create(thread_id, assistant_id, owner, options)
         return run, self._events(run, cancel_on_exit=options.get("on_disconnect") == "cancel")
 
     async def join_stream(

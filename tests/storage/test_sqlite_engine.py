@@ -26,6 +26,10 @@ def _insert(k: int) -> Callable[[sqlite3.Connection], int]:
     return lambda c: c.execute("INSERT INTO t VALUES (?, ?)", (k, str(k))).rowcount
 
 
+def _select(k: int) -> Callable[[sqlite3.Connection], list[tuple[str]]]:
+    return lambda c: c.execute("SELECT v FROM t WHERE k = ?", (k,)).fetchall()
+
+
 async def test_a_failing_job_in_a_group_leaves_its_neighbours_committed(
     engine: SqliteEngine,
 ) -> None:
@@ -130,3 +134,47 @@ async def test_reads_from_two_threads_at_once(engine: SqliteEngine) -> None:
         asyncio.to_thread(many_reads_on_own_loop), asyncio.to_thread(many_reads_on_own_loop)
     )
     assert {n for r in results for n in r} == {50}
+
+
+async def test_an_early_write_answers_before_its_commit(tmp_path: Path) -> None:
+    """The result comes back once the job ran; the commit is reported apart. A deferred
+    foreign key makes the COMMIT itself fail after the job succeeded."""
+    eng = SqliteEngine(tmp_path / "early.db")
+    eng.start()
+    try:
+        await eng.write(lambda c: c.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await eng.write(
+            lambda c: c.execute(
+                "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "
+                "parent(id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+
+        def orphan(c: sqlite3.Connection) -> str:
+            c.execute("INSERT INTO child VALUES (1, 42)")  # checked only at COMMIT
+            return "ran"
+
+        result, committed = await eng.write_early(orphan)
+        assert result == "ran"
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await committed
+        assert await eng.read(lambda c: c.execute("SELECT * FROM child").fetchall()) == []
+        # an error of the job itself is raised as by write()
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            await eng.write_early(lambda c: c.execute("INSERT INTO parent VALUES (1), (1)"))
+    finally:
+        await eng.close()
+
+
+async def test_reads_wait_for_early_writes_submitted_before_them(engine: SqliteEngine) -> None:
+    """Read-your-writes: a read after an early write sees it, even when its commit is still
+    under way when the write returns (it is on most of these rounds: the fsync is slow)."""
+    still_committing = 0
+    for k in range(30):
+        rowcount, committed = await engine.write_early(_insert(k))
+        assert rowcount == 1
+        still_committing += not committed.done()
+        seen = await engine.read(_select(k))
+        assert seen == [(str(k),)]
+        assert committed.done()
+    assert still_committing > 0  # the barrier was needed, not only passed through

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -166,6 +166,9 @@ class Admission:
     a thread."""
     assistant: Assistant | None = None
     """The run's assistant as the admission read it (with ``stamp``)."""
+    committed: Awaitable[None] | None = None
+    """For an ``early`` admission whose transaction may still be committing: its commit
+    (raises if it failed). None when it is committed already."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,8 @@ class Finished:
     waiting: bool = False
     """Runs of the thread are still ``pending`` and none was claimed (one is not due yet,
     or ``claim_next`` was off)."""
+    committed: Awaitable[None] | None = None
+    """As :attr:`Admission.committed`, for an ``early`` finish."""
 
 
 @dataclass(frozen=True)
@@ -548,6 +553,7 @@ class Storage(CronRecords, PlanRecords, ABC):
         owner: str | None = None,
         claim: bool = False,
         stamp: bool = False,
+        early: bool = False,
     ) -> Admission:
         """Insert ``run`` (status ``pending``) following its ``multitask_strategy``, in one
         transaction that serialises admissions on the same thread (SQLite: the writer;
@@ -566,6 +572,10 @@ class Storage(CronRecords, PlanRecords, ABC):
         read first (NotFoundError ``assistant {id} not found`` when it is missing or
         ``owner`` does not see it), returned, and its ``graph_id`` and ``assistant_id`` are
         merged into the thread's metadata. A run without a thread skips the thread's part.
+
+        ``early``: the caller may get the admission before its transaction has committed
+        (see :attr:`Admission.committed`); reads of this storage still see it, and later
+        writes commit with or after it. A backend that cannot do that commits first.
         """
 
     async def admit_run(self, run: Run, *, owner: str | None = None) -> list[Run]:
@@ -616,6 +626,7 @@ class Storage(CronRecords, PlanRecords, ABC):
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
+        early: bool = False,
     ) -> Finished:
         """Set a run's final ``status`` and ``error`` (from ``pending`` or ``running``;
         ConflictError ``run {rid} already ended ({status})`` otherwise) and, in the same
@@ -626,7 +637,8 @@ class Storage(CronRecords, PlanRecords, ABC):
         transaction (``started_at`` = ``ended_at``) when no run of the thread is running
         any more and that run is due (``created_at`` + its ``kwargs["after_seconds"]`` is
         not after ``ended_at``). A final ``status`` is one of the run statuses other than
-        ``pending`` and ``running`` (BadRequestError otherwise).
+        ``pending`` and ``running`` (BadRequestError otherwise). ``early``: as for
+        :meth:`admit` (:attr:`Finished.committed`).
         """
 
     async def finish_run(

@@ -68,6 +68,7 @@ class PostgresRunStorage(PostgresBase):
         owner: str | None = None,
         claim: bool = False,
         stamp: bool = False,
+        early: bool = False,  # commits before returning: an early result needs one writer
     ) -> Admission:
         tid = run.thread_id
         new = run.model_copy(update={"status": "pending"})
@@ -226,6 +227,7 @@ class PostgresRunStorage(PostgresBase):
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
+        early: bool = False,  # as in admit
     ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")

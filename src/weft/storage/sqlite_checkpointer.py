@@ -103,7 +103,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
             writes = conn.execute(_WRITES_OF, (thread_id, ns, row[2])).fetchall()
             return row, writes
 
-        found = await self.engine.read(read)
+        found = await self.engine.read(read, after_early=False)
         if found is None:
             return None
         return self._tuple(*found)
@@ -128,7 +128,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
                 (row, conn.execute(_WRITES_OF, (row[0], row[1], row[2])).fetchall()) for row in rows
             ]
 
-        for row, writes in await self.engine.read(read):
+        for row, writes in await self.engine.read(read, after_early=False):
             yield self._tuple(row, writes)
 
     def _tuple(self, row: Row, writes: list[Row]) -> CheckpointTuple:

@@ -12,6 +12,13 @@ Reads of a file database run inline on the event loop thread through a read-only
 connection: under WAL a reader never waits for the writer, and a point read costs less
 than a hop to another thread. An in-memory database has a single connection, so its
 reads are jobs too.
+
+A few bookkeeping writes on a run's critical path (its admission, its finish) are *early*:
+their caller gets the job's result as soon as it ran, while the COMMIT (and its fsync) is
+still under way, plus a future of that commit. Nothing observable breaks: reads through
+:meth:`SqliteEngine.read` first wait for every early write submitted before them (a
+read-your-writes barrier), later writes queue behind them, and what the caller acts on
+(starting a graph, returning its result) is made durable by the writes that follow.
 """
 
 from __future__ import annotations
@@ -42,17 +49,33 @@ class _Work:
     # "group": runs in the shared transaction; "alone": runs outside any transaction
     # and manages its own (used by code that issues BEGIN/COMMIT itself).
     mode: Literal["group", "alone"] = "group"
+    committed: asyncio.Future[None] | None = None
+    """For an early write: resolved once its transaction committed (``future`` got the
+    result before the COMMIT)."""
     result: Any = None
     error: BaseException | None = field(default=None)
 
 
 def _deliver(batch: list[_Work]) -> None:
     for w in batch:
-        if w.future.done():  # the awaiting coroutine was cancelled
+        if w.committed is not None and not w.committed.done():
+            if w.error is not None:
+                w.committed.set_exception(w.error)
+                w.committed.exception()  # retrieved: the caller may never look
+            else:
+                w.committed.set_result(None)
+        if w.future.done():  # the awaiting coroutine was cancelled, or an early result
             continue
         if w.error is not None:
             w.future.set_exception(w.error)
         else:
+            w.future.set_result(w.result)
+
+
+def _deliver_early(batch: list[_Work]) -> None:
+    """Results of early writes that ran without error, before their COMMIT."""
+    for w in batch:
+        if not w.future.done():
             w.future.set_result(w.result)
 
 
@@ -90,6 +113,8 @@ class SqliteEngine:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._dead: BaseException | None = None
+        self._uncommitted: asyncio.Future[None] | None = None
+        """The commit of the last early write submitted (reads wait for it)."""
 
     @property
     def in_memory(self) -> bool:
@@ -130,6 +155,23 @@ class SqliteEngine:
         result: T = await self._submit(fn, "group")
         return result
 
+    async def write_early(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> tuple[T, asyncio.Future[None]]:
+        """Run ``fn`` in the writer's transaction; return its result once it ran, before the
+        transaction commits, with a future of the commit (raising if the commit failed).
+
+        Until that commit, :meth:`read` waits for it, and every later write commits with or
+        after it. For writes whose caller only needs the outcome to go on, and whose
+        durability the writes that follow provide (or that can be derived again after a
+        crash). An error of ``fn`` itself is raised here, as by :meth:`write`.
+        """
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._uncommitted = committed
+        result: T = await self._submit(fn, "group", committed)
+        return result, committed
+
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection outside weft's transaction.
 
@@ -139,12 +181,20 @@ class SqliteEngine:
         result: T = await self._submit(fn, "alone")
         return result
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, after_early: bool = True) -> T:
         """Run ``fn`` against a consistent snapshot of committed data.
 
         A file database is read inline, on the calling thread, through that thread's own
-        read-only connection; an in-memory one through the writer.
+        read-only connection; an in-memory one through the writer. The read first waits
+        for the commit of any early write submitted before it (:meth:`write_early`), unless
+        ``after_early`` is off (reads of tables early writes never touch).
         """
+        pending = self._uncommitted
+        if pending is not None and after_early:
+            if pending.done():
+                self._uncommitted = None
+            elif pending.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait({pending})
         if self.path is None:
             result: T = await self._submit(fn, "group")
             return result
@@ -167,7 +217,12 @@ class SqliteEngine:
                 self._reader_conns.append(conn)
         return conn
 
-    def _submit(self, fn: Job, mode: Literal["group", "alone"]) -> asyncio.Future[Any]:
+    def _submit(
+        self,
+        fn: Job,
+        mode: Literal["group", "alone"],
+        committed: asyncio.Future[None] | None = None,
+    ) -> asyncio.Future[Any]:
         if self._dead is not None:
             raise sqlite3.OperationalError(
                 f"the SQLite writer stopped after an unexpected error: {self._dead}"
@@ -176,7 +231,7 @@ class SqliteEngine:
             raise sqlite3.ProgrammingError("the SQLite storage is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Work(fn, loop, fut, mode))
+        self._queue.put(_Work(fn, loop, fut, mode, committed))
         return fut
 
     # -- the writer thread ------------------------------------------------------------
@@ -258,6 +313,9 @@ class SqliteEngine:
                             raise
                         conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+            early = [w for w in group if w.committed is not None and w.error is None]
+            if early:
+                self._hand_back(early, _deliver_early)
             conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001 - nothing of the group was committed
             _reset(conn)
@@ -267,14 +325,14 @@ class SqliteEngine:
             self._hand_back(group)
 
     @staticmethod
-    def _hand_back(done: list[_Work]) -> None:
+    def _hand_back(done: list[_Work], deliver: Callable[[list[_Work]], None] = _deliver) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Work]] = {}
         for w in done:
             by_loop.setdefault(w.loop, []).append(w)
         for loop, works in by_loop.items():
             # A closed loop raises RuntimeError: nobody is waiting for these any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, works)
+                loop.call_soon_threadsafe(deliver, works)
 
 
 def _reset(conn: sqlite3.Connection) -> None:

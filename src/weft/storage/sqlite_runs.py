@@ -59,8 +59,15 @@ class SqliteRunStorage(Storage):
         owner: str | None = None,
         claim: bool = False,
         stamp: bool = False,
+        early: bool = False,
     ) -> Admission:
-        return await self.engine.write(lambda conn: _admit(conn, run, owner, claim, stamp))
+        def job(conn: sqlite3.Connection) -> Admission:
+            return _admit(conn, run, owner, claim, stamp)
+
+        if not early:
+            return await self.engine.write(job)
+        admission, committed = await self.engine.write_early(job)
+        return dataclasses.replace(admission, committed=committed)
 
     async def get_run(
         self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
@@ -154,12 +161,18 @@ class SqliteRunStorage(Storage):
         ended_at: datetime,
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
+        early: bool = False,
     ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")
-        return await self.engine.write(
-            lambda conn: _finish(conn, run_id, status, error, ended_at, thread_patch, claim_next)
-        )
+
+        def job(conn: sqlite3.Connection) -> Finished:
+            return _finish(conn, run_id, status, error, ended_at, thread_patch, claim_next)
+
+        if not early:
+            return await self.engine.write(job)
+        finished, committed = await self.engine.write_early(job)
+        return dataclasses.replace(finished, committed=committed)
 
     async def delete_runs(self, run_ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(run_ids))
