@@ -11,6 +11,7 @@ only that owner's assistants and those without an owner (the system assistants).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 import warnings
@@ -50,8 +51,10 @@ THREAD_BATCH = 100
 _INTERNAL_CONFIG_KEYS = ("__pregel_checkpointer", "__pregel_store", "thread_id", "checkpoint_id")
 
 
+@functools.lru_cache(maxsize=4096)
 def system_assistant_id(graph_id: str) -> str:
-    """The ID of ``graph_id``'s system assistant (the same as LangGraph Platform's)."""
+    """The ID of ``graph_id``'s system assistant (the same as LangGraph Platform's);
+    remembered, since every run by graph id asks for it."""
     return str(uuid.uuid5(SYSTEM_NAMESPACE, graph_id))
 
 

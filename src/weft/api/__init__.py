@@ -20,15 +20,17 @@ from weft.config import Settings
 from weft.runtime import Runtime
 
 ROUTERS = (
-    system.router,
-    sessions.router,
-    plans.router,
+    runs.router,
     threads.router,
     assistants.router,
-    store.router,
-    runs.router,
     crons.router,
+    store.router,
+    sessions.router,
+    plans.router,
+    system.router,
 )
+"""In the order requests try them: the runs' routes first, since every request walks the
+routers before its own (no two routes here match the same method and path)."""
 
 
 def create_app(settings: Settings) -> FastAPI:
