@@ -87,10 +87,10 @@ class RunStreams:
         the run ends. A run that is neither live here nor stored yields what is stored."""
         sent = after
         live = self._live.get(run_id)
-        first_kept = live.events[0].seq if live is not None and live.events else None
-        if live is None or first_kept is None or first_kept > sent + 1:
+        # kept here: every event after ``live.base``; before it, only in storage
+        if live is None or sent < live.base:
             for item in await self.storage.run_events(run_id, after=sent):
-                if first_kept is not None and item.seq >= first_kept:
+                if live is not None and item.seq > live.base:
                     break
                 yield item
                 sent = item.seq
