@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,6 +88,8 @@ def weft_serve(project: Path) -> Iterator[str]:
                 break
         if not url:
             raise SystemExit("weft serve did not start")
+        # keep reading its log (a request line each): a full pipe would stall the server
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         for _ in range(600):
             try:
                 if httpx.get(f"{url}/ok").status_code == 200:
