@@ -178,3 +178,12 @@ async def test_reads_wait_for_early_writes_submitted_before_them(engine: SqliteE
         assert seen == [(str(k),)]
         assert committed.done()
     assert still_committing > 0  # the barrier was needed, not only passed through
+
+
+async def test_an_early_write_the_engine_refuses_holds_no_read_back(engine: SqliteEngine) -> None:
+    """A write refused before it was queued (the writer stopped) leaves reads free."""
+    engine._dead = RuntimeError("writer gone")  # as after an unexpected writer error
+    with pytest.raises(sqlite3.OperationalError, match="writer stopped"):
+        await engine.write_early(_insert(1))
+    rows = await asyncio.wait_for(engine.read(_select(1)), timeout=5)
+    assert rows == []

@@ -166,10 +166,10 @@ class SqliteEngine:
         durability the writes that follow provide (or that can be derived again after a
         crash). An error of ``fn`` itself is raised here, as by :meth:`write`.
         """
-        loop = asyncio.get_running_loop()
-        committed: asyncio.Future[None] = loop.create_future()
-        self._uncommitted = committed
-        result: T = await self._submit(fn, "group", committed)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        submitted = self._submit(fn, "group", committed)
+        self._uncommitted = committed  # only once queued: a refused job commits nothing
+        result: T = await submitted
         return result, committed
 
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
