@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from weft.errors import ConflictError, NotFoundError, WeftError
 from weft.plans import PlanRuntimeError, PlanSpec, condition_holds, thread_input
+from weft.runner import error_result
 from weft.schema import PLAN_FINAL_STATES, Plan, PlanThread, PlanThreadState
 from weft.storage.base_plans import PlanEvent, PlanThreadPatch
 
@@ -412,7 +413,7 @@ class Executor:
             future.cancel()
         if result is None:  # cancelled by someone else
             run = await plans.runs.get(tid, run_id)
-            return {"__error__": {"error": run.status, "message": run.error or run.status}}, run_id
+            return error_result(run.status, run.error or run.status), run_id
         return result, run_id
 
     async def _run_of(self, thread_id: str, attempt: int) -> str | None:

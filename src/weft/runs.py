@@ -406,7 +406,7 @@ class Runs:
 
     async def _stored_result(self, run: Run) -> Any:
         if run.status in ("error", "timeout"):
-            return {"__error__": {"error": run.status, "message": run.error or ""}}
+            return error_result(run.status, run.error or "")
         assert run.thread_id is not None
         state = await self.threads.state(run.thread_id)
         values = state.values

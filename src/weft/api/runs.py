@@ -35,6 +35,7 @@ from weft.api.wire import (
     sse,
 )
 from weft.errors import UnprocessableEntityError, WeftError
+from weft.runner import error_result
 from weft.runs import CANCEL_ACTIONS
 from weft.schema import MAX_AFTER_SECONDS, STREAM_MODE_NAMES, Run, RunEvent
 from weft.thread_streams import THREAD_STREAM_MODES, ThreadEvent, thread_events
@@ -446,7 +447,7 @@ async def _trickle(
         try:
             body = dumps(task.result())
         except WeftError as e:  # the response has started: report it in the body
-            body = orjson.dumps({"__error__": {"error": type(e).__name__, "message": e.message}})
+            body = orjson.dumps(error_result(type(e).__name__, e.message))
         yield body
     finally:
         if not finished:
