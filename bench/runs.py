@@ -248,7 +248,7 @@ class StorageLog:
     def __enter__(self) -> StorageLog:
         submit, read = self.engine._submit, self.engine.read
 
-        def logged_submit(fn: Any, mode: Any) -> Any:
+        def logged_submit(fn: Any, mode: Any, committed: Any = None) -> Any:
             start, name = time.perf_counter(), job_name(fn)
 
             def timed(conn: Any) -> Any:
@@ -258,15 +258,15 @@ class StorageLog:
                 finally:
                     self.cpu[name].append(time.thread_time() - cpu)
 
-            future = submit(timed, mode)
+            future = submit(timed, mode, committed)
             future.add_done_callback(
                 lambda _: self.writes[name].append(time.perf_counter() - start)
             )
             return future
 
-        def logged_read(fn: Any) -> Any:
+        def logged_read(fn: Any, **options: Any) -> Any:
             self.reads[job_name(fn)] += 1
-            return read(fn)
+            return read(fn, **options)
 
         self.engine._submit, self.engine.read = logged_submit, logged_read
         return self
