@@ -24,7 +24,7 @@ from weft.assistants import Assistants
 from weft.errors import StorageError, WeftError
 from weft.graphs import CompiledGraph, GraphRegistry
 from weft.jsonable import to_jsonable
-from weft.schema import Assistant, Run, RunRequest, RunStatus, Thread, ThreadState
+from weft.schema import Assistant, Run, RunRequest, RunStatus, ThreadState
 from weft.sessions import Sessions
 from weft.storage import Storage
 from weft.storage.base import ThreadPatch
@@ -51,7 +51,8 @@ class Admitted:
 
     request: RunRequest
     assistant: Assistant
-    thread: Thread | None
+    session_id: str | None
+    """The session of the run's thread, if any."""
 
 
 class Runner:
@@ -79,7 +80,7 @@ class Runner:
     async def execute(self, run: Run, admitted: Admitted | None = None) -> Outcome:
         """Run ``run`` (already ``running``) to its end and publish its events.
 
-        ``admitted``: the request, assistant and thread as its admission saw them (else they
+        ``admitted``: the request, assistant and session as its admission saw them (else they
         are read). The caller closes the stream and records the outcome; it cancels a run by
         cancelling the task that awaits this (``CancelledError`` passes through untouched).
         """
@@ -95,8 +96,7 @@ class Runner:
                 assistant = await self.assistants.get(run.assistant_id)
             graph_id = assistant.graph_id
             entry = self.graphs.entry(graph_id)
-            thread = admitted.thread if admitted is not None else None
-            config = await self._config(run, request, assistant.config, graph_id, thread)
+            config = await self._config(run, request, assistant.config, graph_id, admitted)
             graph = await self.graphs.graph(
                 graph_id,
                 config,
@@ -212,7 +212,7 @@ class Runner:
         request: RunRequest,
         assistant_config: dict[str, Any],
         graph_id: str,
-        thread: Thread | None,
+        admitted: Admitted | None,
     ) -> RunnableConfig:
         given = dict(request.config or {})
         configurable: dict[str, Any] = {
@@ -235,12 +235,12 @@ class Runner:
         for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
             if checkpoint.get(key):
                 configurable[key] = checkpoint[key]
-        if thread_id is not None:
-            if thread is None:
-                thread = await self.storage.get_thread(str(thread_id))
-            if thread.session_id is not None:
-                session = await self.sessions.get(thread.session_id)
-                configurable.update(self.sessions.run_config(session))
+        session_id = admitted.session_id if admitted is not None else None
+        if thread_id is not None and admitted is None:
+            session_id = (await self.storage.get_thread(str(thread_id))).session_id
+        if session_id is not None:
+            session = await self.sessions.get(session_id)
+            configurable.update(self.sessions.run_config(session))
         metadata = {
             **(given.pop("metadata", None) or {}),
             **(request.metadata or {}),

@@ -163,7 +163,7 @@ class Runs:
         assert admission.assistant is not None
         self.streams.open(run.run_id, resumable=request.stream_resumable)
         if run.status == "running":
-            self.queue.start(run, Admitted(request, admission.assistant, admission.thread))
+            self.queue.start(run, Admitted(request, admission.assistant, admission.session_id))
         if request.multitask_strategy in CANCEL_ACTIONS and admission.inflight:
             await self._displace(admission.inflight, request.multitask_strategy)
         if run.status != "running":
@@ -305,6 +305,11 @@ class Runs:
         assert run.thread_id is not None
         patch = outcome.patch or await self._thread_patch(run.thread_id, outcome.status)
         rolled_back = self.queue.cancel_actions.get(run.run_id) == "rollback"
+        # A success is settled as soon as its finish is queued, before it ran and committed:
+        # later reads wait for that commit, later writes queue behind it, and a crash before
+        # it re-runs the run from its last checkpoint, which ends at once with the same values.
+        early = outcome.status == "success"
+        settle_early = early and run.kwargs.get("on_completion") != "delete"
         try:
             done = await self.storage.finish(
                 run.run_id,
@@ -313,9 +318,8 @@ class Runs:
                 ended_at=datetime.now(UTC),
                 thread_patch=patch,
                 claim_next=not rolled_back and not self.queue.stopping,
-                # a success is settled before its commit: a crash then re-runs it from its
-                # last checkpoint, which ends it again at once with the same values
-                early=outcome.status == "success",
+                early=early,
+                on_queued=(lambda: self._settle(run.run_id, outcome)) if settle_early else None,
             )
         except ConflictError:  # cancelled while it was being claimed: already ended
             self._settle(run.run_id, outcome)

@@ -8,7 +8,7 @@ Timestamps are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,7 +120,20 @@ def check_lifecycle_move(thread_id: str, current: str, target: str) -> None:
     )
 
 
-def check_writable(thread: Thread, action: str) -> None:
+class ThreadKindOf(Protocol):
+    """What :func:`check_writable` looks at: a thread, or just these fields of its row."""
+
+    @property
+    def thread_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def lifecycle(self) -> str: ...
+
+
+def check_writable(thread: ThreadKindOf, action: str) -> None:
     """Raise ConflictError unless ``thread`` admits ``action`` (a run, a state update, ...).
 
     Snapshots are read-only; other threads only while their lifecycle is active or paused.

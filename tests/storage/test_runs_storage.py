@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.storage.test_assistants_storage import make as make_assistant
-from tests.storage.test_threads_storage import T0, make_thread, scalar
+from tests.storage.test_threads_storage import T0, make_session, make_thread, scalar
 from weft.errors import BadRequestError, ConflictError, NotFoundError
 from weft.schema import MultitaskStrategy, Run, RunEvent, Thread
 from weft.storage import Storage
@@ -457,7 +457,8 @@ async def test_admit_claims_at_once_and_stamps_the_thread_when_it_is_free(
     stored = await storage.get_thread(t.thread_id)
     assert stored.status == "busy"
     assert stored.metadata == {"keep": 1, **stamps}
-    assert admitted.thread == stored
+    assert admitted.session_id is None
+    assert stored.counts.runs == 1
     assert [x.thread_id for x in await storage.search_threads(ThreadQuery(metadata=stamps))] == [
         t.thread_id
     ]
@@ -468,14 +469,40 @@ async def test_admit_claims_at_once_and_stamps_the_thread_when_it_is_free(
     assert queued.run == second
     assert queued.inflight == [running]
     assert (await storage.get_run(second.run_id)).status == "pending"
-    assert queued.thread is not None
-    assert queued.thread.metadata == stored.metadata
+    assert (await storage.get_thread(t.thread_id)).metadata == stored.metadata
 
     # interrupt: the pending runs stop, the running one stays, so nothing is claimed
     third = make_run(t.thread_id, created=3, multitask_strategy="interrupt")
     displacing = await storage.admit(third, claim=True)
     assert displacing.run.status == "pending"
     assert [r.status for r in displacing.inflight] == ["running", "interrupted"]
+
+
+async def test_admit_restamps_a_thread_run_by_another_assistant(storage: Storage) -> None:
+    """The stamps are replaced in place, the rest of the metadata (and its index) kept; the
+    admission reports the session of the thread."""
+    session = await storage.put_session(make_session())
+    t = await new_thread(
+        storage,
+        session_id=session.session_id,
+        metadata={"graph_id": "old", "n": 1.5, "assistant_id": "a0", "tag": "x"},
+    )
+    assistant = await storage.put_assistant(make_assistant(), if_exists="raise")
+    run = make_run(t.thread_id, created=1, assistant_id=assistant.assistant_id)
+    admitted = await storage.admit(run, claim=True, stamp=True)
+    assert admitted.session_id == session.session_id
+    stored = await storage.get_thread(t.thread_id)
+    assert stored.metadata == {
+        "graph_id": assistant.graph_id,
+        "n": 1.5,
+        "assistant_id": assistant.assistant_id,
+        "tag": "x",
+    }
+    found = await storage.search_threads(
+        ThreadQuery(metadata={"graph_id": assistant.graph_id, "n": 1.5})
+    )
+    assert [x.thread_id for x in found] == [t.thread_id]
+    assert await storage.search_threads(ThreadQuery(metadata={"graph_id": "old"})) == []
 
 
 async def test_admit_reads_the_assistant_first(storage: Storage) -> None:
@@ -525,7 +552,7 @@ async def test_admit_claims_stateless_runs_at_once(storage: Storage) -> None:
     run = make_run(None, created=1, assistant_id=assistant.assistant_id)
     admitted = await storage.admit(run, claim=True, stamp=True)
     assert admitted.run.status == "running"
-    assert admitted.thread is None
+    assert admitted.session_id is None
     assert admitted.assistant == assistant
     assert await storage.get_run(run.run_id) == admitted.run
 
@@ -697,3 +724,22 @@ async def test_sqlite_queue_lookups_use_the_thread_status_index(storage: Storage
         )
         text = "\n".join(str(row[-1]) for row in plan)
         assert "runs_thread_status (thread_id=? AND status=?)" in text, text
+
+
+@pytest.mark.parametrize("early", [False, True])
+async def test_finish_says_once_when_it_is_queued(storage: Storage, early: bool) -> None:
+    """``on_queued`` comes once, before the finish returns; what reads after it see the
+    run ended (SQLite, early: they wait for the commit of a finish that may not have run)."""
+    t = await new_thread(storage)
+    run = (await storage.admit(make_run(t.thread_id, created=1), claim=True)).run
+    reads: list[asyncio.Future[Run]] = []
+
+    def queued() -> None:
+        reads.append(asyncio.ensure_future(storage.get_run(run.run_id)))
+
+    done = await storage.finish(
+        run.run_id, status="success", error=None, ended_at=at(2), early=early, on_queued=queued
+    )
+    assert done.run.status == "success"
+    assert len(reads) == 1
+    assert (await reads[0]).status == "success"

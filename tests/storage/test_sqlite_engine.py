@@ -78,7 +78,7 @@ async def test_closed_engine_refuses_work(tmp_path: Path) -> None:
         await eng.write(lambda c: None)
 
 
-async def test_a_group_whose_transaction_vanishes_fails_whole_and_the_writer_lives_on(
+async def test_a_transaction_that_vanishes_fails_its_jobs_and_the_writer_lives_on(
     engine: SqliteEngine,
 ) -> None:
     # As when SQLite rolls a transaction back by itself (disk full, I/O error).
@@ -97,8 +97,12 @@ async def test_a_group_whose_transaction_vanishes_fails_whole_and_the_writer_liv
     gate.set()
     await held
     results = await asyncio.gather(*jobs, return_exceptions=True)
-    assert all(isinstance(r, sqlite3.Error) for r in results), results
-    assert await engine.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 0
+    # the job before it shared its transaction: undone and failed with it
+    assert [type(r) for r in results[:2]] == [sqlite3.OperationalError] * 2, results
+    assert str(results[0]) == "database or disk is full"
+    assert results[2] == 1  # the job after it ran in a transaction of its own
+    rows = await engine.read(lambda c: c.execute("SELECT k FROM t").fetchall())
+    assert rows == [(2,)]
     assert await engine.write(_insert(3)) == 1  # the writer still works
 
 
@@ -187,3 +191,62 @@ async def test_an_early_write_the_engine_refuses_holds_no_read_back(engine: Sqli
         await engine.write_early(_insert(1))
     rows = await asyncio.wait_for(engine.read(_select(1)), timeout=5)
     assert rows == []
+
+
+async def test_an_early_write_commits_with_the_write_that_follows(tmp_path: Path) -> None:
+    """Within its linger, an early write's transaction stays open for the next write and
+    commits with it; a job failing meanwhile takes nothing of the early write with it."""
+    eng = SqliteEngine(tmp_path / "linger.db", linger=60.0)
+    eng.start()
+    try:
+        await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+        _, committed = await eng.write_early(_insert(1))
+        await asyncio.sleep(0.05)
+        assert not committed.done()  # kept open for a neighbour
+        with pytest.raises(sqlite3.IntegrityError):
+            await eng.write_early(_insert(1))  # fails alone: the transaction stays open
+        assert not committed.done()
+        assert await eng.write(_insert(2)) == 1  # its caller waits for the commit: both go
+        assert committed.done()
+        assert committed.exception() is None
+        rows = await eng.read(lambda c: c.execute("SELECT k FROM t ORDER BY k").fetchall())
+        assert rows == [(1,), (2,)]
+    finally:
+        await eng.close()
+
+
+async def test_a_read_ends_the_linger_of_the_early_writes_before_it(tmp_path: Path) -> None:
+    eng = SqliteEngine(tmp_path / "flush.db", linger=60.0)
+    eng.start()
+    try:
+        await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+        _, committed = await eng.write_early(_insert(1))
+        rows = await asyncio.wait_for(eng.read(_select(1)), timeout=10)
+        assert rows == [("1",)]
+        assert committed.done()
+        await eng.write_early(_insert(2))
+    finally:
+        await eng.close()  # commits what lingers
+    again = SqliteEngine(tmp_path / "flush.db")
+    again.start()
+    try:
+        assert await again.read(_select(2)) == [("2",)]
+    finally:
+        await again.close()
+
+
+async def test_an_early_write_alone_commits_when_its_linger_ends(tmp_path: Path) -> None:
+    eng = SqliteEngine(tmp_path / "alone.db", linger=0.01)
+    eng.start()
+    try:
+        await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+        _, committed = await eng.write_early(_insert(1))
+        await asyncio.wait_for(committed, timeout=10)
+        # committed, seen by a connection of its own
+        other = sqlite3.connect(tmp_path / "alone.db")
+        try:
+            assert other.execute("SELECT k FROM t").fetchall() == [(1,)]
+        finally:
+            other.close()
+    finally:
+        await eng.close()

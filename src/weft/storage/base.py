@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -161,9 +161,9 @@ class Admission:
     """The run as stored: ``pending``, or ``running`` when it was claimed at once."""
     inflight: list[Run]
     """The thread's runs that were in flight before it, oldest first, as they are now."""
-    thread: Thread | None
-    """The thread after the admission (``busy``, metadata stamped); None for a run without
-    a thread."""
+    session_id: str | None
+    """The session of the run's thread (its runs' config carries the session's); None for a
+    thread outside sessions and for a run without a thread."""
     assistant: Assistant | None = None
     """The run's assistant as the admission read it (with ``stamp``)."""
     committed: Awaitable[None] | None = None
@@ -627,6 +627,7 @@ class Storage(CronRecords, PlanRecords, ABC):
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
         early: bool = False,
+        on_queued: Callable[[], None] | None = None,
     ) -> Finished:
         """Set a run's final ``status`` and ``error`` (from ``pending`` or ``running``;
         ConflictError ``run {rid} already ended ({status})`` otherwise) and, in the same
@@ -638,7 +639,10 @@ class Storage(CronRecords, PlanRecords, ABC):
         any more and that run is due (``created_at`` + its ``kwargs["after_seconds"]`` is
         not after ``ended_at``). A final ``status`` is one of the run statuses other than
         ``pending`` and ``running`` (BadRequestError otherwise). ``early``: as for
-        :meth:`admit` (:attr:`Finished.committed`).
+        :meth:`admit` (:attr:`Finished.committed`). ``on_queued`` is called (on the event
+        loop, before this returns) once the finish is ordered before every read and write
+        of this storage that starts later: with ``early`` on SQLite, as soon as the job is
+        queued to the writer, before it ran; else once committed.
         """
 
     async def finish_run(

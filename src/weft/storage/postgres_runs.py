@@ -10,7 +10,7 @@ the same thread. Stateless runs (no thread) have no row to lock; their claim is 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,11 +105,6 @@ class PostgresRunStorage(PostgresBase):
             if claim and not any(r.status in INFLIGHT_STATUSES for r in inflight):
                 new = _claimed(new, run.created_at)
             await _insert(conn, new)
-            changes: dict[str, Any] = {
-                "status": "busy",
-                "updated_at": run.created_at,
-                "counts": thread.counts.model_copy(update={"runs": thread.counts.runs + 1}),
-            }
             metadata = (
                 {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
                 if assistant is not None
@@ -118,18 +113,17 @@ class PostgresRunStorage(PostgresBase):
             if metadata is not None and any(
                 thread.metadata.get(k) != v for k, v in metadata.items()
             ):
-                changes["metadata"] = {**thread.metadata, **metadata}
                 await conn.execute(
                     "UPDATE threads SET status = 'busy', updated_at = %s, metadata = %s "
                     "WHERE thread_id = %s",
-                    (run.created_at, Jsonb(changes["metadata"]), tid),
+                    (run.created_at, Jsonb({**thread.metadata, **metadata}), tid),
                 )
             else:
                 await conn.execute(
                     "UPDATE threads SET status = 'busy', updated_at = %s WHERE thread_id = %s",
                     (run.created_at, tid),
                 )
-            return Admission(new, inflight, thread.model_copy(update=changes), assistant)
+            return Admission(new, inflight, thread.session_id, assistant)
 
     async def get_run(
         self, run_id: str, *, thread_id: str | None = None, owner: str | None = None
@@ -228,9 +222,24 @@ class PostgresRunStorage(PostgresBase):
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
         early: bool = False,  # as in admit
+        on_queued: Callable[[], None] | None = None,
     ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")
+        done = await self._finish(run_id, status, error, ended_at, thread_patch, claim_next)
+        if on_queued is not None:  # committed: ordered before whatever follows
+            on_queued()
+        return done
+
+    async def _finish(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None,
+        ended_at: datetime,
+        thread_patch: ThreadPatch | None,
+        claim_next: bool,
+    ) -> Finished:
         async with self._transaction() as conn:
             found, tid = await _thread_of(conn, run_id)
             if found and tid is not None:

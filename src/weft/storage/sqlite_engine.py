@@ -19,6 +19,10 @@ still under way, plus a future of that commit. Nothing observable breaks: reads 
 :meth:`SqliteEngine.read` first wait for every early write submitted before them (a
 read-your-writes barrier), later writes queue behind them, and what the caller acts on
 (starting a graph, returning its result) is made durable by the writes that follow.
+Since nobody waits for an early write's commit, the writer keeps a transaction holding only
+early writes open for a few milliseconds (:data:`LINGER`) and runs the writes that arrive
+meanwhile in it: they share one COMMIT. Any write whose caller waits for its commit, or a read
+that waits for an early write, ends the wait at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +43,11 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 _MAX_BATCH = 512
+LINGER = 0.005
+"""How long (s) a transaction holding only early writes stays open for the writes that follow,
+so that they share its COMMIT (one fsync): a run's admission commits with its first
+checkpoint, its finish with the next run's admission. A read waiting for them, or any other
+write, ends the wait at once."""
 _BUSY_TIMEOUT_MS = 30_000
 
 
@@ -54,6 +64,13 @@ class _Work:
     result before the COMMIT)."""
     result: Any = None
     error: BaseException | None = field(default=None)
+
+
+class _Flush:
+    """Queued by a read that waits for an early write: commit the open transaction now."""
+
+
+_FLUSH = _Flush()
 
 
 def _deliver(batch: list[_Work]) -> None:
@@ -102,10 +119,13 @@ class SqliteEngine:
     cancelling the wait does not take the job back.
     """
 
-    def __init__(self, path: Path | None, *, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: Path | None, *, synchronous: str = "full", linger: float = LINGER
+    ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self.linger = linger
+        self._queue: queue.SimpleQueue[_Work | _Flush | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._writer: sqlite3.Connection | None = None
         self._readers = threading.local()
@@ -115,6 +135,9 @@ class SqliteEngine:
         self._dead: BaseException | None = None
         self._uncommitted: asyncio.Future[None] | None = None
         """The commit of the last early write submitted (reads wait for it)."""
+        # the writer thread's own: the jobs of its open transaction, and since when it is open
+        self._open: list[_Work] = []
+        self._open_since = 0.0
 
     @property
     def in_memory(self) -> bool:
@@ -156,7 +179,10 @@ class SqliteEngine:
         return result
 
     async def write_early(
-        self, fn: Callable[[sqlite3.Connection], T]
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        on_queued: Callable[[], None] | None = None,
     ) -> tuple[T, asyncio.Future[None]]:
         """Run ``fn`` in the writer's transaction; return its result once it ran, before the
         transaction commits, with a future of the commit (raising if the commit failed).
@@ -165,10 +191,14 @@ class SqliteEngine:
         after it. For writes whose caller only needs the outcome to go on, and whose
         durability the writes that follow provide (or that can be derived again after a
         crash). An error of ``fn`` itself is raised here, as by :meth:`write`.
+        ``on_queued`` is called once the job is queued (before it ran): from then on, every
+        read waits for its commit and every write queues behind it.
         """
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         submitted = self._submit(fn, "group", committed)
         self._uncommitted = committed  # only once queued: a refused job commits nothing
+        if on_queued is not None:
+            on_queued()
         result: T = await submitted
         return result, committed
 
@@ -194,6 +224,7 @@ class SqliteEngine:
             if pending.done():
                 self._uncommitted = None
             elif pending.get_loop() is asyncio.get_running_loop():
+                self._queue.put(_FLUSH)  # the writer may be keeping it for a neighbour
                 await asyncio.wait({pending})
         if self.path is None:
             result: T = await self._submit(fn, "group")
@@ -239,43 +270,61 @@ class SqliteEngine:
     def _run(self) -> None:
         assert self._writer is not None
         conn = self._writer
-        stop = False
         try:
+            stop = False
             while not stop:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
+                batch, flush, stop = self._take()
                 try:
-                    self._run_batch(conn, batch)
+                    self._run_batch(conn, batch, linger=not (flush or stop))
                 except BaseException as e:  # noqa: BLE001 - the thread must not die silently
                     _reset(conn)
-                    for w in batch:
+                    failed = list({id(w): w for w in [*self._open, *batch]}.values())
+                    self._open = []
+                    for w in failed:
                         w.error = w.error or e
-                    self._hand_back(batch)  # futures already resolved are left alone
+                    self._hand_back(failed)  # futures already resolved are left alone
         except BaseException as e:
             self._dead = e
             raise
         finally:
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Work]) -> None:
-        group: list[_Work] = []
+    def _take(self) -> tuple[list[_Work], bool, bool]:
+        """The next batch of jobs, whether a read asked for a commit, whether the engine
+        stops after it. While early writes wait in the open transaction, waits only until
+        their linger ends (then an empty batch, which commits them)."""
+        first: _Work | _Flush | None
+        if self._open:
+            left = self._open_since + self.linger - time.monotonic()
+            try:
+                first = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return [], True, False
+        else:
+            first = self._queue.get()
+        items = [first]
+        while first is not None and len(items) < _MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            items.append(item)
+            if item is None:
+                break
+        works = [w for w in items if isinstance(w, _Work)]
+        return works, any(w is _FLUSH for w in items), items[-1] is None
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Work], *, linger: bool) -> None:
+        """Run ``batch``, the ``group`` jobs in the open transaction; commit unless every job
+        in it is an early write still within its linger (their results are handed back
+        now: the commit waits for the writes that follow, to share their fsync)."""
+        ran: list[_Work] = []
         for w in batch:
             if w.mode == "group":
-                group.append(w)
+                if self._run_job(conn, w):
+                    ran.append(w)
                 continue
-            self._commit_group(conn, group)
-            group = []
+            self._commit(conn)
             try:
                 w.result = w.fn(conn)
                 if conn.in_transaction:
@@ -287,42 +336,70 @@ class SqliteEngine:
                 w.error = e
                 _reset(conn)
             self._hand_back([w])
-        self._commit_group(conn, group)
+        held = {id(w) for w in self._open}  # a job that failed may have undone the others
+        early = [w for w in ran if w.committed is not None and id(w) in held]
+        if early:
+            self._hand_back(early, _deliver_early)
+        keep = (
+            linger
+            and time.monotonic() - self._open_since < self.linger
+            and all(w.committed is not None for w in self._open)
+        )
+        if not keep:
+            self._commit(conn)
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[_Work]) -> None:
-        """Run ``group`` in one transaction: each job atomic, one COMMIT for all."""
-        if not group:
-            return
+    def _run_job(self, conn: sqlite3.Connection, w: _Work) -> bool:
+        """Run ``w`` in the open transaction (begun here when none is), in a savepoint of its
+        own when other jobs share the transaction. A job that fails is handed back at once
+        (nothing of it stays); True when it ran and waits for the commit."""
+        if not conn.in_transaction:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                w.error = e
+                self._hand_back([w])
+                return False
+            self._open_since = time.monotonic()
+        if not self._open:  # no neighbour to protect: the transaction is the job's own
+            try:
+                w.result = w.fn(conn)
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                w.error = e
+                _reset(conn)
+                self._hand_back([w])
+                return False
+            self._open.append(w)
+            return True
+        conn.execute("SAVEPOINT job")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            if len(group) == 1:  # no neighbour to protect: the transaction is the job's own
-                try:
-                    group[0].result = group[0].fn(conn)
-                except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-                    group[0].error = e
-                    _reset(conn)
-                    return
-            else:
-                for w in group:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        w.result = w.fn(conn)
-                    except BaseException as e:
-                        w.error = e
-                        if not conn.in_transaction:  # SQLite rolled back everything itself
-                            raise
-                        conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-            early = [w for w in group if w.committed is not None and w.error is None]
-            if early:
-                self._hand_back(early, _deliver_early)
-            conn.execute("COMMIT")
+            w.result = w.fn(conn)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            w.error = e
+            if not conn.in_transaction:  # SQLite rolled back the whole transaction itself
+                for other in self._open:
+                    other.error = e
+                self._hand_back([*self._open, w])
+                self._open = []
+                return False
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            self._hand_back([w])
+            return False
+        conn.execute("RELEASE job")
+        self._open.append(w)
+        return True
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """Commit the open transaction and hand back its jobs (all failed if it failed)."""
+        group, self._open = self._open, []
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001 - nothing of the group was committed
             _reset(conn)
             for w in group:
                 w.error = w.error or e
-        finally:
-            self._hand_back(group)
+        self._hand_back(group)
 
     @staticmethod
     def _hand_back(done: list[_Work], deliver: Callable[[list[_Work]], None] = _deliver) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from weft.errors import BadRequestError, ConflictError, NotFoundError
 from weft.schema import (
     INFLIGHT_STATUSES,
-    Assistant,
     Run,
     RunEvent,
     RunStatus,
@@ -162,6 +161,7 @@ class SqliteRunStorage(Storage):
         thread_patch: ThreadPatch | None = None,
         claim_next: bool = False,
         early: bool = False,
+        on_queued: Callable[[], None] | None = None,
     ) -> Finished:
         if status in INFLIGHT_STATUSES:
             raise BadRequestError(f"finish_run needs a final status, not {status!r}")
@@ -170,8 +170,11 @@ class SqliteRunStorage(Storage):
             return _finish(conn, run_id, status, error, ended_at, thread_patch, claim_next)
 
         if not early:
-            return await self.engine.write(job)
-        finished, committed = await self.engine.write_early(job)
+            done = await self.engine.write(job)
+            if on_queued is not None:
+                on_queued()
+            return done
+        finished, committed = await self.engine.write_early(job, on_queued=on_queued)
         return dataclasses.replace(finished, committed=committed)
 
     async def delete_runs(self, run_ids: Sequence[str]) -> None:
@@ -217,6 +220,25 @@ class SqliteRunStorage(Storage):
 # --- jobs ------------------------------------------------------------------------------------
 
 
+class _Head(NamedTuple):
+    """What an admission reads of its thread's row."""
+
+    thread_id: str
+    kind: str
+    lifecycle: str
+    session_id: str | None
+    graph_id: Any
+    """``metadata.graph_id`` (as SQLite extracts it)."""
+    assistant_id: Any
+    """``metadata.assistant_id``."""
+
+
+_HEAD_SQL = (
+    "SELECT thread_id, kind, lifecycle, session_id, json_extract(metadata, '$.graph_id'), "
+    "json_extract(metadata, '$.assistant_id') FROM threads WHERE thread_id = ?"
+)
+
+
 def _admit(
     conn: sqlite3.Connection,
     run: Run,
@@ -224,14 +246,20 @@ def _admit(
     claim: bool,
     stamp: bool,
 ) -> Admission:
+    """Admit ``run``. It reads of the thread only what it decides on, and writes the thread's
+    metadata only when the stamps change (a thread's first run, or another assistant's)."""
     assistant = _get_assistant(conn, run.assistant_id, owner) if stamp else None
     if run.thread_id is None:
         new = _admitted(run, claim)
         _insert(conn, new)
         return Admission(new, [], None, assistant)
     thread_id = run.thread_id
-    thread = _get(conn, thread_id, owner)
-    check_writable(thread, "run")
+    seen, params = _owner_clause(owner)
+    row = conn.execute(_HEAD_SQL + seen, (thread_id, *params)).fetchone()
+    if row is None:
+        raise NotFoundError(f"thread {thread_id} not found")
+    head = _Head(*row)
+    check_writable(head, "run")
     inflight = _inflight(conn, thread_id)
     if inflight and run.multitask_strategy == "reject":
         first = inflight[0]
@@ -257,26 +285,22 @@ def _admit(
             ]
     new = _admitted(run, claim and not any(r.status in INFLIGHT_STATUSES for r in inflight))
     _insert(conn, new)
-    metadata = _stamps(assistant)
-    if metadata is not None and all(thread.metadata.get(k) == v for k, v in metadata.items()):
-        metadata = None  # nothing new: the metadata index is left alone
-    patch = ThreadPatch(updated_at=run.created_at, status="busy", metadata=metadata)
-    _apply(conn, thread, patch, lifecycle=None)
-    changes: dict[str, Any] = {
-        "status": "busy",
-        "updated_at": run.created_at,
-        "counts": thread.counts.model_copy(update={"runs": thread.counts.runs + 1}),
-    }
-    if metadata is not None:
-        changes["metadata"] = {**thread.metadata, **metadata}
-    return Admission(new, inflight, thread.model_copy(update=changes), assistant)
-
-
-def _stamps(assistant: Assistant | None) -> dict[str, Any] | None:
-    """What every run writes into its thread's metadata (as the Platform does)."""
-    if assistant is None:
-        return None
-    return {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+    at = _ts(run.created_at)
+    if assistant is None or (head.graph_id, head.assistant_id) == (
+        assistant.graph_id,
+        assistant.assistant_id,
+    ):  # nothing new to stamp: the metadata (and its index) is left alone
+        conn.execute(
+            "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?",
+            (at, thread_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE threads SET status = 'busy', updated_at = ?, metadata = json_set(metadata, "
+            "'$.graph_id', ?, '$.assistant_id', ?) WHERE thread_id = ?",
+            (at, assistant.graph_id, assistant.assistant_id, thread_id),
+        )
+    return Admission(new, inflight, head.session_id, assistant)
 
 
 def _admitted(run: Run, claimed: bool) -> Run:
