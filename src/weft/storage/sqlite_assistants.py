@@ -6,6 +6,7 @@ commit) and its caller hears back only once it is durable.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -173,7 +174,10 @@ class SqliteAssistantStorage(Storage):
 # --- rows ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def _assistant(row: tuple[Any, ...]) -> Assistant:
+    """The assistant of a row; the same row gives the same (frozen) model, so that a run's
+    admission parses its assistant's JSON only when the row changed."""
     return Assistant(
         assistant_id=row[0],
         graph_id=row[1],

@@ -16,7 +16,10 @@ def _dumps(value: Any) -> str:
 
 
 def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-21T06:52:01.123456Z`` (UTC, microseconds): sorts as it orders in time."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def _parse_ts(value: str) -> datetime:
