@@ -3,6 +3,7 @@ shares: unknown routes and methods, malformed JSON, oversized bodies, unsupporte
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +128,15 @@ async def test_unreadable_body_and_wrong_method_say_what_to_send(server: Server)
             {"detail": "method OPTIONS is not allowed on /sessions/search; use POST"},
         )
         assert wrong.headers["allow"] == "POST"
+
+
+async def test_what_start_up_loaded_is_kept_out_of_collections_while_serving(
+    tmp_path: Path,
+) -> None:
+    """The server freezes the objects start-up created (the garbage collector skips them),
+    and gives them back to the collector when it stops."""
+    gc.unfreeze()
+    async with serving(tmp_path, f"sqlite:///{tmp_path}/weft.db") as srv, srv.http() as http:
+        assert (await http.get("/ok")).status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
