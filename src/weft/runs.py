@@ -305,11 +305,17 @@ class Runs:
         assert run.thread_id is not None
         patch = outcome.patch or await self._thread_patch(run.thread_id, outcome.status)
         rolled_back = self.queue.cancel_actions.get(run.run_id) == "rollback"
-        # A success is settled as soon as its finish is queued, before it ran and committed:
-        # later reads wait for that commit, later writes queue behind it, and a crash before
-        # it re-runs the run from its last checkpoint, which ends at once with the same values.
+        # A success is settled (and its stream ended) as soon as its finish is queued, before
+        # it ran and committed: later reads wait for that commit, later writes queue behind
+        # it, and a crash before it re-runs the run from its last checkpoint, which ends at
+        # once with the same values.
         early = outcome.status == "success"
         settle_early = early and run.kwargs.get("on_completion") != "delete"
+
+        def queued() -> None:
+            self._settle(run.run_id, outcome)
+            self.streams.end(run.run_id)
+
         try:
             done = await self.storage.finish(
                 run.run_id,
@@ -319,7 +325,7 @@ class Runs:
                 thread_patch=patch,
                 claim_next=not rolled_back and not self.queue.stopping,
                 early=early,
-                on_queued=(lambda: self._settle(run.run_id, outcome)) if settle_early else None,
+                on_queued=queued if settle_early else None,
             )
         except ConflictError:  # cancelled while it was being claimed: already ended
             self._settle(run.run_id, outcome)

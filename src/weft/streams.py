@@ -63,15 +63,23 @@ class RunStreams:
             waiter.set()
         return item
 
-    async def close(self, run_id: str) -> None:
-        """End a run's stream: listeners get what is left, then stop. Waits until every
-        event of a resumable run is stored."""
+    def end(self, run_id: str) -> None:
+        """End a run's stream now: listeners get what is left, then stop (its events may
+        still be on their way to storage: :meth:`close` waits for them)."""
         live = self._live.get(run_id)
-        if live is None:
+        if live is None or live.ended:
             return
         live.ended = True
         for waiter in live.waiters:
             waiter.set()
+
+    async def close(self, run_id: str) -> None:
+        """End a run's stream (see :meth:`end`) and wait until every event of a resumable
+        run is stored."""
+        live = self._live.get(run_id)
+        if live is None:
+            return
+        self.end(run_id)
         while live.saver is not None and not live.saver.done():
             await asyncio.shield(live.saver)
         if live.unsaved:
