@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -193,13 +194,22 @@ async def test_an_early_write_the_engine_refuses_holds_no_read_back(engine: Sqli
     assert rows == []
 
 
-async def test_an_early_write_commits_with_the_write_that_follows(tmp_path: Path) -> None:
-    """Within its linger, an early write's transaction stays open for the next write and
-    commits with it; a job failing meanwhile takes nothing of the early write with it."""
-    eng = SqliteEngine(tmp_path / "linger.db", linger=60.0)
+@asynccontextmanager
+async def _lingering(path: Path, linger: float) -> AsyncIterator[SqliteEngine]:
+    """An engine on ``path`` whose early writes linger ``linger`` s, with table ``t``."""
+    eng = SqliteEngine(path, linger=linger)
     eng.start()
     try:
         await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+        yield eng
+    finally:
+        await eng.close()
+
+
+async def test_an_early_write_commits_with_the_write_that_follows(tmp_path: Path) -> None:
+    """Within its linger, an early write's transaction stays open for the next write and
+    commits with it; a job failing meanwhile takes nothing of the early write with it."""
+    async with _lingering(tmp_path / "linger.db", 60.0) as eng:
         _, committed = await eng.write_early(_insert(1))
         await asyncio.sleep(0.05)
         assert not committed.done()  # kept open for a neighbour
@@ -211,22 +221,15 @@ async def test_an_early_write_commits_with_the_write_that_follows(tmp_path: Path
         assert committed.exception() is None
         rows = await eng.read(lambda c: c.execute("SELECT k FROM t ORDER BY k").fetchall())
         assert rows == [(1,), (2,)]
-    finally:
-        await eng.close()
 
 
 async def test_a_read_ends_the_linger_of_the_early_writes_before_it(tmp_path: Path) -> None:
-    eng = SqliteEngine(tmp_path / "flush.db", linger=60.0)
-    eng.start()
-    try:
-        await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+    async with _lingering(tmp_path / "flush.db", 60.0) as eng:
         _, committed = await eng.write_early(_insert(1))
         rows = await asyncio.wait_for(eng.read(_select(1)), timeout=10)
         assert rows == [("1",)]
         assert committed.done()
-        await eng.write_early(_insert(2))
-    finally:
-        await eng.close()  # commits what lingers
+        await eng.write_early(_insert(2))  # closing the engine commits what lingers
     again = SqliteEngine(tmp_path / "flush.db")
     again.start()
     try:
@@ -236,10 +239,7 @@ async def test_a_read_ends_the_linger_of_the_early_writes_before_it(tmp_path: Pa
 
 
 async def test_an_early_write_alone_commits_when_its_linger_ends(tmp_path: Path) -> None:
-    eng = SqliteEngine(tmp_path / "alone.db", linger=0.01)
-    eng.start()
-    try:
-        await eng.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+    async with _lingering(tmp_path / "alone.db", 0.01) as eng:
         _, committed = await eng.write_early(_insert(1))
         await asyncio.wait_for(committed, timeout=10)
         # committed, seen by a connection of its own
@@ -248,5 +248,3 @@ async def test_an_early_write_alone_commits_when_its_linger_ends(tmp_path: Path)
             assert other.execute("SELECT k FROM t").fetchall() == [(1,)]
         finally:
             other.close()
-    finally:
-        await eng.close()
