@@ -235,8 +235,10 @@ class Runner:
         for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
             if checkpoint.get(key):
                 configurable[key] = checkpoint[key]
-        session_id = admitted.session_id if admitted is not None else None
-        if thread_id is not None and admitted is None:
+        session_id: str | None = None
+        if admitted is not None:
+            session_id = admitted.session_id
+        elif thread_id is not None:  # taken up again: the admission is not at hand
             session_id = (await self.storage.get_thread(str(thread_id))).session_id
         if session_id is not None:
             session = await self.sessions.get(session_id)
