@@ -11,8 +11,13 @@ from typing import Any
 from weft.errors import BadRequestError
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """``value`` as compact JSON text (one shared encoder: ``json.dumps`` with options builds
+    a new one per call)."""
+    return _ENCODER.encode(value)
 
 
 def _ts(value: datetime) -> str:

@@ -420,7 +420,9 @@ def _prefixed(alias: str) -> str:
 
 
 def _run(row: tuple[Any, ...]) -> Run:
-    return Run(
+    """A stored run. Built without validation: every field is given, from a row weft wrote
+    after validating it (the timestamps are parsed here)."""
+    return Run.model_construct(
         run_id=row[0],
         thread_id=row[1],
         assistant_id=row[2],
@@ -466,6 +468,7 @@ def _insert(conn: sqlite3.Connection, r: Run) -> None:
 
 
 def _insert_row(conn: sqlite3.Connection, r: Run) -> None:
+    created = _ts(r.created_at)
     conn.execute(
         f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -479,9 +482,17 @@ def _insert_row(conn: sqlite3.Connection, r: Run) -> None:
             r.attempt,
             r.error,
             r.owner,
-            _ts(r.created_at),
-            _ts(r.updated_at),
-            _ts(r.started_at) if r.started_at is not None else None,
-            _ts(r.ended_at) if r.ended_at is not None else None,
+            created,
+            _same_ts(r.updated_at, r.created_at, created),
+            _same_ts(r.started_at, r.created_at, created),
+            _same_ts(r.ended_at, r.created_at, created),
         ),
     )
+
+
+def _same_ts(value: datetime | None, known: datetime, text: str) -> str | None:
+    """``_ts(value)``, reusing ``text`` (``_ts(known)``) for the same instant: an admitted
+    run's timestamps are mostly one."""
+    if value is None:
+        return None
+    return text if value == known else _ts(value)
