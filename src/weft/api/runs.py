@@ -19,17 +19,18 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response, StreamingResponse
 
 from weft.api.wire import (
     HEARTBEAT_SECONDS,
     JSON,
     Body,
+    EventStream,
     Rt,
     RunId,
     ThreadId,
     dumps,
+    frame,
     paged,
     run_headers,
     sse,
@@ -355,7 +356,7 @@ async def join_thread_stream(
     events = await thread_events(
         rt.runs, thread_id, last_event_id=last_event_id, modes=modes or ["run_modes"]
     )
-    return EventSourceResponse(_thread_frames(events), ping=int(HEARTBEAT_SECONDS), sep="\n")
+    return EventStream(_thread_frames(events))
 
 
 # --- cancelling -----------------------------------------------------------------------------
@@ -503,10 +504,10 @@ async def _only(events: AsyncIterator[RunEvent], modes: set[str]) -> AsyncIterat
                 yield item
 
 
-async def _thread_frames(events: AsyncGenerator[ThreadEvent]) -> AsyncIterator[ServerSentEvent]:
+async def _thread_frames(events: AsyncGenerator[ThreadEvent]) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(events):
         async for item in events:
-            yield ServerSentEvent(data=dumps(item.data).decode(), event=item.event, id=item.id)
+            yield frame(item.id, item.event, item.data)
 
 
 def _select(select: list[str] | None) -> list[str] | None:
