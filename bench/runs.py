@@ -329,12 +329,12 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repetitions, a smoke run")
     parser.add_argument("--reps", type=int, help="timed echo runs per setup (200)")
     parser.add_argument("--stream-reps", type=int, help="timed streamed chains per setup (50)")
-    parser.add_argument("--rounds", type=int, help="rounds of 50 concurrent runs (5)")
+    parser.add_argument("--rounds", type=int, help="rounds of 50 concurrent runs (20)")
     parser.add_argument("--profile", action="store_true", help="cProfile the engine's runs")
     args = parser.parse_args()
     reps = args.reps or (30 if args.quick else 200)
     stream_reps = args.stream_reps or (10 if args.quick else 50)
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 20)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
