@@ -10,7 +10,6 @@ from typing import Any
 
 from weft.errors import BadRequestError
 
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
