@@ -12,6 +12,7 @@ last id it saw.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +33,21 @@ class _Live:
     saver: asyncio.Task[None] | None = None
 
 
+KEEP_ENDED = 60.0
+"""How long (s) an ended run's events stay in memory for late listeners."""
+
+
 class RunStreams:
     """The live streams of this process's runs."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, keep_ended: float = KEEP_ENDED) -> None:
         self.storage = storage
+        self.keep_ended = keep_ended
         self._live: dict[str, _Live] = {}
         self._next: dict[str, int] = {}
+        self._ended: deque[tuple[float, str, _Live]] = deque()
+        """Closed streams, oldest first, with the time each may be forgotten: one queue
+        rather than a timer per run (thousands of timers slow every timer of the loop)."""
 
     def open(self, run_id: str, *, resumable: bool, first_seq: int = 0) -> None:
         """Start a run's stream (kept as it is when already open). ``first_seq``: the last
@@ -84,7 +93,13 @@ class RunStreams:
             await asyncio.shield(live.saver)
         if live.unsaved:
             await self._save(run_id, live)
-        asyncio.get_running_loop().call_later(60, self._forget, run_id, live)
+        now = asyncio.get_running_loop().time()
+        self._ended.append((now + self.keep_ended, run_id, live))
+        while self._ended and self._ended[0][0] <= now:
+            _, old_id, old = self._ended.popleft()
+            if self._live.get(old_id) is old:
+                del self._live[old_id]
+                self._next.pop(old_id, None)
 
     def is_live(self, run_id: str) -> bool:
         live = self._live.get(run_id)
@@ -125,11 +140,6 @@ class RunStreams:
         while live.unsaved:
             batch, live.unsaved = live.unsaved, []
             await self.storage.append_run_events(run_id, batch)
-
-    def _forget(self, run_id: str, live: _Live) -> None:
-        if self._live.get(run_id) is live:
-            del self._live[run_id]
-            self._next.pop(run_id, None)
 
 
 __all__ = ["RunStreams"]
