@@ -21,7 +21,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from weft.errors import ConflictError, NotFoundError, UnprocessableEntityError
-from weft.schema import Session, Thread, ThreadCounts
+from weft.schema import Run, Session, Thread, ThreadCounts
 from weft.storage import Storage
 from weft.storage.base import DoctorFinding, ThreadPatch, ThreadQuery
 
@@ -85,13 +85,15 @@ async def scalar(storage: Storage, sql: str, params: tuple[Any, ...] = ()) -> An
 
 
 async def insert_run(storage: Storage, thread_id: str) -> str:
+    """A run of the thread, admitted and ended as the run engine records one."""
+    now = datetime.now(UTC)
     run_id = str(uuid.uuid4())
-    await execute(
-        storage,
-        "INSERT INTO runs (run_id, thread_id, assistant_id, status, metadata, kwargs, "
-        "multitask_strategy) VALUES (?, ?, 'agent', 'success', '{}', '{}', 'enqueue')",
-        (run_id, thread_id),
-    )
+    await storage.admit(
+        Run(run_id=run_id, thread_id=thread_id, assistant_id="agent", created_at=now,
+            updated_at=now),
+        claim=True,
+    )  # fmt: skip
+    await storage.finish(run_id, status="success", error=None, ended_at=now)
     return run_id
 
 
@@ -556,10 +558,18 @@ async def test_counts_are_exact(storage: Storage) -> None:
     created = await storage.put_thread(make_thread(thread_id=early))
     assert created.counts.checkpoints == 3
 
+    # runs count from their admission (one refused counts nothing) to their deletion
     await insert_run(storage, t.thread_id)
     run_id = await insert_run(storage, t.thread_id)
+    now = datetime.now(UTC)
+    with pytest.raises(NotFoundError):  # an unknown assistant: refused, nothing counted
+        await storage.admit(
+            Run(run_id=str(uuid.uuid4()), thread_id=t.thread_id, assistant_id="nobody",
+                created_at=now, updated_at=now),
+            stamp=True,
+        )  # fmt: skip
     assert (await storage.get_thread(t.thread_id)).counts.runs == 2
-    await execute(storage, "DELETE FROM runs WHERE run_id = ?", (run_id,))
+    await storage.delete_runs([run_id])
     assert (await storage.get_thread(t.thread_id)).counts.runs == 1
 
     await storage.checkpointer.adelete_thread(t.thread_id)

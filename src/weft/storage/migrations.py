@@ -462,6 +462,36 @@ MIGRATIONS = (
     ),
 )
 
+# --- version 6 (SQLite): in-flight runs indexed apart; a run's count kept by its admission ---
+
+# The queue looks up only pending and running runs (a thread's, in FIFO order, and every one of
+# a status at start-up): partial indexes hold just those, so an ended run leaves them (one
+# delete) instead of moving within two indexes of every run ever made, and they stay small
+# however many runs the database keeps. Queries must repeat the indexes' WHERE term verbatim
+# (``INFLIGHT`` in the runs storage) for SQLite to use them. On SQLite the thread's
+# ``count_runs`` is raised by the admission's own update of the thread (its insert trigger
+# cost an extra thread-row update per run); its delete trigger stays. Postgres keeps its
+# indexes and triggers (its queries bind the statuses as parameters, which a partial index's
+# predicate cannot be proven against): nothing changes there.
+_INFLIGHT = "status IN ('pending', 'running')"
+_SQLITE_V6 = (
+    "DROP INDEX runs_status",
+    "DROP INDEX runs_thread_status",
+    f"CREATE INDEX runs_inflight ON runs (status, created_at, run_id) WHERE {_INFLIGHT}",
+    f"CREATE INDEX runs_thread_inflight ON runs (thread_id, created_at, run_id) WHERE {_INFLIGHT}",
+    "DROP TRIGGER runs_count_insert",
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=6,
+        description="SQLite: partial indexes of in-flight runs, count_runs kept by admission",
+        sqlite=_SQLITE_V6,
+        postgres=(),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

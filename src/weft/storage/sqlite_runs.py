@@ -34,16 +34,18 @@ _COLUMNS = (
     "run_id, thread_id, assistant_id, status, metadata, kwargs, multitask_strategy, attempt, "
     "error, owner, created_at, updated_at, started_at, ended_at"
 )
+INFLIGHT = "status IN ('pending', 'running')"
+"""The predicate of the partial indexes of in-flight runs (migration 6), which a query must
+repeat word for word for SQLite to use them."""
 INFLIGHT_SQL = (
-    f"SELECT {_COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')"
+    f"SELECT {_COLUMNS} FROM runs WHERE thread_id = ? AND {INFLIGHT} ORDER BY created_at, run_id"
 )
-"""A thread's in-flight runs (served by the ``runs_thread_status`` index; sorted by the caller,
-since an ORDER BY would make the planner prefer the ``runs_thread_id`` index)."""
+"""A thread's in-flight runs, oldest first (the ``runs_thread_inflight`` index)."""
 OLDEST_PENDING_SQL = (
-    "SELECT run_id FROM runs WHERE thread_id = ? AND status = 'pending' "
+    f"SELECT run_id FROM runs WHERE thread_id = ? AND {INFLIGHT} AND status = 'pending' "
     "ORDER BY created_at, run_id LIMIT 1"
 )
-"""The run a FIFO claim on a thread may start (served by the ``runs_thread_status`` index)."""
+"""The run a FIFO claim on a thread may start (the ``runs_thread_inflight`` index)."""
 
 
 class SqliteRunStorage(Storage):
@@ -124,9 +126,10 @@ class SqliteRunStorage(Storage):
             return []
 
         def read(conn: sqlite3.Connection) -> list[Run]:
+            inflight = f" AND {INFLIGHT}" if set(wanted) <= set(INFLIGHT_STATUSES) else ""
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({','.join('?' * len(wanted))}) "
-                "ORDER BY created_at, run_id",
+                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({','.join('?' * len(wanted))})"
+                f"{inflight} ORDER BY created_at, run_id",
                 wanted,
             ).fetchall()
             return [_run(r) for r in rows]
@@ -291,13 +294,15 @@ def _admit(
         assistant.assistant_id,
     ):  # nothing new to stamp: the metadata (and its index) is left alone
         conn.execute(
-            "UPDATE threads SET status = 'busy', updated_at = ? WHERE thread_id = ?",
+            "UPDATE threads SET status = 'busy', updated_at = ?, count_runs = count_runs + 1 "
+            "WHERE thread_id = ?",
             (at, thread_id),
         )
     else:
         conn.execute(
-            "UPDATE threads SET status = 'busy', updated_at = ?, metadata = json_set(metadata, "
-            "'$.graph_id', ?, '$.assistant_id', ?) WHERE thread_id = ?",
+            "UPDATE threads SET status = 'busy', updated_at = ?, count_runs = count_runs + 1, "
+            "metadata = json_set(metadata, '$.graph_id', ?, '$.assistant_id', ?) "
+            "WHERE thread_id = ?",
             (at, assistant.graph_id, assistant.assistant_id, thread_id),
         )
     return Admission(new, inflight, head.session_id, assistant)
@@ -322,7 +327,7 @@ def _claim(conn: sqlite3.Connection, run_id: str, started_at: datetime) -> Run |
         return None
     if current.thread_id is not None:
         busy = conn.execute(
-            "SELECT 1 FROM runs WHERE thread_id = ? AND status = 'running' LIMIT 1",
+            f"SELECT 1 FROM runs WHERE thread_id = ? AND {INFLIGHT} AND status = 'running' LIMIT 1",
             (current.thread_id,),
         ).fetchone()
         if busy is not None:
@@ -454,8 +459,7 @@ def _require(conn: sqlite3.Connection, run_id: str) -> Run:
 
 def _inflight(conn: sqlite3.Connection, thread_id: str) -> list[Run]:
     """The thread's pending and running runs, oldest first."""
-    rows = conn.execute(INFLIGHT_SQL, (thread_id,)).fetchall()
-    return sorted((_run(r) for r in rows), key=lambda r: (r.created_at, r.run_id))
+    return [_run(r) for r in conn.execute(INFLIGHT_SQL, (thread_id,)).fetchall()]
 
 
 def _insert(conn: sqlite3.Connection, r: Run) -> None:
