@@ -48,7 +48,5 @@ async def test_a_resumable_run_is_read_back_from_storage_once_forgotten(
     streams.open(RUN_A, resumable=True)
     streams.publish(RUN_A, "metadata", {"run_id": RUN_A})
     streams.publish(RUN_A, "values", {"x": 1})
-    await streams.close(RUN_A)
-    streams.open(RUN_B, resumable=False)
-    await streams.close(RUN_B)
+    await streams.close(RUN_A)  # forgotten at once (keep_ended=0): read from storage
     assert await _events(streams, RUN_A) == [(1, "metadata"), (2, "values")]

@@ -710,13 +710,16 @@ async def test_stateless_runs(storage: Storage) -> None:
 async def test_sqlite_queue_lookups_use_the_in_flight_index(storage: Storage) -> None:
     if storage.dialect != "sqlite":
         pytest.skip("SQLite's query plans")
-    from weft.storage.sqlite_runs import INFLIGHT, INFLIGHT_SQL, OLDEST_PENDING_SQL
+    from weft.storage.migrations import INFLIGHT_RUNS
+    from weft.storage.sqlite_runs import INFLIGHT_SQL, OLDEST_PENDING_SQL
 
     t = await new_thread(storage)
     for i in range(20):
         run = await admit(storage, t.thread_id, i)
         await storage.finish_run(run.run_id, status="success", error=None, ended_at=at(i))
-    at_start = f"SELECT run_id FROM runs WHERE status IN (?) AND {INFLIGHT} ORDER BY created_at"
+    at_start = (
+        f"SELECT run_id FROM runs WHERE status IN (?) AND {INFLIGHT_RUNS} ORDER BY created_at"
+    )
     for sql, args, index in (
         (INFLIGHT_SQL, (t.thread_id,), "runs_thread_inflight (thread_id=?)"),
         (OLDEST_PENDING_SQL, (t.thread_id,), "runs_thread_inflight (thread_id=?)"),
@@ -732,7 +735,7 @@ async def test_sqlite_queue_lookups_use_the_in_flight_index(storage: Storage) ->
     # an ended run leaves the in-flight indexes: they hold nothing now
     count = await storage.engine.read(  # type: ignore[attr-defined]
         lambda conn: conn.execute(
-            f"SELECT count(*) FROM runs INDEXED BY runs_thread_inflight WHERE {INFLIGHT}"
+            f"SELECT count(*) FROM runs INDEXED BY runs_thread_inflight WHERE {INFLIGHT_RUNS}"
         ).fetchone()[0]
     )
     assert count == 0

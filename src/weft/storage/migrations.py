@@ -468,17 +468,19 @@ MIGRATIONS = (
 # a status at start-up): partial indexes hold just those, so an ended run leaves them (one
 # delete) instead of moving within two indexes of every run ever made, and they stay small
 # however many runs the database keeps. Queries must repeat the indexes' WHERE term verbatim
-# (``INFLIGHT`` in the runs storage) for SQLite to use them. On SQLite the thread's
-# ``count_runs`` is raised by the admission's own update of the thread (its insert trigger
+# for SQLite to use them (the runs storage builds theirs from ``INFLIGHT_RUNS``). The
+# thread's ``count_runs`` is raised by the admission's own update of the thread (its insert trigger
 # cost an extra thread-row update per run); its delete trigger stays. Postgres keeps its
 # indexes and triggers (its queries bind the statuses as parameters, which a partial index's
 # predicate cannot be proven against): nothing changes there.
-_INFLIGHT = "status IN ('pending', 'running')"
+INFLIGHT_RUNS = "status IN ('pending', 'running')"
+"""The WHERE term of the partial indexes of in-flight runs (migration 6)."""
 _SQLITE_V6 = (
     "DROP INDEX runs_status",
     "DROP INDEX runs_thread_status",
-    f"CREATE INDEX runs_inflight ON runs (status, created_at, run_id) WHERE {_INFLIGHT}",
-    f"CREATE INDEX runs_thread_inflight ON runs (thread_id, created_at, run_id) WHERE {_INFLIGHT}",
+    f"CREATE INDEX runs_inflight ON runs (status, created_at, run_id) WHERE {INFLIGHT_RUNS}",
+    "CREATE INDEX runs_thread_inflight ON runs (thread_id, created_at, run_id) "
+    f"WHERE {INFLIGHT_RUNS}",
     "DROP TRIGGER runs_count_insert",
 )
 

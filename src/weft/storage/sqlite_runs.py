@@ -25,6 +25,7 @@ from weft.schema import (
     check_writable,
 )
 from weft.storage.base import Admission, Finished, Storage, ThreadPatch
+from weft.storage.migrations import INFLIGHT_RUNS
 from weft.storage.sqlite_assistants import _get as _get_assistant
 from weft.storage.sqlite_engine import SqliteEngine
 from weft.storage.sqlite_rows import _dumps, _owner_clause, _parse_ts, _ts
@@ -34,15 +35,13 @@ _COLUMNS = (
     "run_id, thread_id, assistant_id, status, metadata, kwargs, multitask_strategy, attempt, "
     "error, owner, created_at, updated_at, started_at, ended_at"
 )
-INFLIGHT = "status IN ('pending', 'running')"
-"""The predicate of the partial indexes of in-flight runs (migration 6), which a query must
-repeat word for word for SQLite to use them."""
 INFLIGHT_SQL = (
-    f"SELECT {_COLUMNS} FROM runs WHERE thread_id = ? AND {INFLIGHT} ORDER BY created_at, run_id"
+    f"SELECT {_COLUMNS} FROM runs WHERE thread_id = ? AND {INFLIGHT_RUNS} "
+    "ORDER BY created_at, run_id"
 )
 """A thread's in-flight runs, oldest first (the ``runs_thread_inflight`` index)."""
 OLDEST_PENDING_SQL = (
-    f"SELECT run_id FROM runs WHERE thread_id = ? AND {INFLIGHT} AND status = 'pending' "
+    f"SELECT run_id FROM runs WHERE thread_id = ? AND {INFLIGHT_RUNS} AND status = 'pending' "
     "ORDER BY created_at, run_id LIMIT 1"
 )
 """The run a FIFO claim on a thread may start (the ``runs_thread_inflight`` index)."""
@@ -126,7 +125,7 @@ class SqliteRunStorage(Storage):
             return []
 
         def read(conn: sqlite3.Connection) -> list[Run]:
-            inflight = f" AND {INFLIGHT}" if set(wanted) <= set(INFLIGHT_STATUSES) else ""
+            inflight = f" AND {INFLIGHT_RUNS}" if set(wanted) <= set(INFLIGHT_STATUSES) else ""
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM runs WHERE status IN ({','.join('?' * len(wanted))})"
                 f"{inflight} ORDER BY created_at, run_id",
@@ -327,7 +326,8 @@ def _claim(conn: sqlite3.Connection, run_id: str, started_at: datetime) -> Run |
         return None
     if current.thread_id is not None:
         busy = conn.execute(
-            f"SELECT 1 FROM runs WHERE thread_id = ? AND {INFLIGHT} AND status = 'running' LIMIT 1",
+            f"SELECT 1 FROM runs WHERE thread_id = ? AND {INFLIGHT_RUNS} "
+            "AND status = 'running' LIMIT 1",
             (current.thread_id,),
         ).fetchone()
         if busy is not None:
