@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from weft.config import Settings
 from weft.errors import ConfigError, WeftError
 from weft.jsonable import to_jsonable
 from weft.storage import mask_url, open_storage
+from weft.threads import new_thread_id
 
 app = typer.Typer(
     help="weft: a durable, self-hosted runtime for LangGraph agents.",
@@ -283,7 +283,7 @@ def invoke(
     if resume is not None and thread_id is None:
         fail(ConfigError("--resume needs --thread-id: the thread to resume"))
     settings = load_settings(config, database)
-    tid = thread_id or str(uuid.uuid4())
+    tid = thread_id or new_thread_id()
     if thread_id is None:
         typer.echo(f"thread_id: {tid}", err=True)
 

@@ -7,7 +7,6 @@ copy is the Platform's full copy. The thread's record caches its head state (``v
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast, overload
@@ -79,7 +78,7 @@ class Threads:
         same ID instead of raising :class:`ConflictError`.
         """
         choice(if_exists, IF_EXISTS_VALUES, "if_exists")
-        new_id = uuid_arg(thread_id, "thread_id") if thread_id else str(uuid.uuid4())
+        new_id = uuid_arg(thread_id, "thread_id") if thread_id else new_thread_id()
         meta = json_object(metadata, "metadata") or {}
         if graph_id is not None:
             self.graphs.entry(graph_id)
@@ -443,7 +442,7 @@ class Threads:
         )
         now = datetime.now(UTC)
         thread = Thread(
-            thread_id=str(uuid.uuid4()),
+            thread_id=new_thread_id(),
             created_at=now,
             updated_at=now,
             state_updated_at=source.state_updated_at,
@@ -511,7 +510,7 @@ class Threads:
         patch = state_patch(state, status="idle")
         interrupts = dict(patch.interrupts or {})
         thread = Thread(
-            thread_id=str(uuid.uuid4()),
+            thread_id=new_thread_id(),
             created_at=now,
             updated_at=now,
             state_updated_at=now,
@@ -605,6 +604,13 @@ def _query(
     )
 
 
+def new_thread_id() -> str:
+    """A new thread's ID: a UUID ordered by creation time (version 6), so that new threads'
+    rows, and their checkpoints' (keyed by thread ID first), go to the end of their indexes
+    instead of a random page each."""
+    return str(uuid6())
+
+
 def head_patch_of(state: ThreadState, *, failed: bool = False) -> ThreadPatch:
     """The thread record's change for head state ``state`` (see :meth:`Threads.head_patch`):
     status ``error`` after a failed run, ``interrupted`` while an interrupt waits, else
@@ -646,4 +652,5 @@ __all__ = [
     "SORT_BY_VALUES",
     "Threads",
     "head_patch_of",
+    "new_thread_id",
 ]
