@@ -58,6 +58,13 @@ async def test_create_if_exists_and_bad_ids(rt: Runtime) -> None:
         await rt.threads.create(if_exists="update")
 
 
+async def test_new_thread_ids_are_ordered_by_creation(rt: Runtime) -> None:
+    made = [(await rt.threads.create()).thread_id for _ in range(5)]
+    made.append((await rt.threads.copy(made[0])).thread_id)
+    assert {uuid.UUID(t).version for t in made} == {6}
+    assert made == sorted(made)  # a new thread's rows go to the end of the indexes
+
+
 async def test_lifecycle_moves_are_checked_in_one_place(rt: Runtime) -> None:
     thread = await rt.threads.create(graph_id="counter")
     tid = thread.thread_id
