@@ -121,6 +121,34 @@ async def test_sequence_data_flow_and_conditions(rt: Runtime) -> None:
     assert runs[0].metadata["weft_plan"]["thread"] == "analyze"
 
 
+async def test_listeners_each_see_every_event_and_leave_nothing_behind(rt: Runtime) -> None:
+    plan = {
+        "threads": {f"t{i}": {"graph_id": "sleepy", "input": {"seconds": 0.1}} for i in range(3)}
+    }
+    session, _ = await rt.plans.create(plan)
+    sid = session.session_id
+
+    async def follow() -> list[str]:
+        return [e.content["event"] async for e in rt.plans.events(sid)]
+
+    async def first_only() -> str:
+        events = rt.plans.events(sid)
+        first = await anext(events)
+        await events.aclose()  # a listener that leaves early
+        return str(first.content["event"])
+
+    listeners = [asyncio.create_task(follow()) for _ in range(2)]
+    early = asyncio.create_task(first_only())
+    await asyncio.sleep(0)  # all three listening before the plan starts
+    await rt.plans.run(sid)
+    seen = await asyncio.gather(*listeners)
+    assert seen[0] == seen[1]
+    assert seen[0][0] == "plan_started"
+    assert seen[0][-1] == "plan_completed"
+    assert await early == "plan_started"
+    assert rt.plans._changed == {}  # no wake-up kept for a session nobody follows
+
+
 async def test_max_parallel_bounds_the_threads_running_at_once(rt: Runtime) -> None:
     plan = {
         "max_parallel": 2,

@@ -77,7 +77,9 @@ class Plans:
         self.execute = execute
         self.token = str(uuid.uuid4())
         self.executors: dict[str, Executor] = {}
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, set[asyncio.Event]] = {}
+        """Per session with listeners here, one event per listener (the entry goes with the
+        last one): each clears only its own."""
         self._scanner: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class Plans:
                 {"event": "plan_started", "threads": len(plan.spec.get("threads", {}))},
             ),
         )
-        self._changed_event(plan.session_id).set()
+        self.notify(plan.session_id)
         if here:
             await self._spawn(plan.session_id)
         return started
@@ -279,7 +281,7 @@ class Plans:
         _, active = await self.storage.cancel_plan(
             sid, now=datetime.now(UTC), reason="cancelled by request", owner=owner
         )
-        self._changed_event(sid).set()
+        self.notify(sid)
         ex = self.executors.get(sid)
         if ex is not None:
             ex.task.cancel()
@@ -302,37 +304,38 @@ class Plans:
         ending after the plan's final event (at once when the plan had ended)."""
         plan = await self.get(session_id, owner=owner)
         sid = plan.session_id
-        changed = self._changed_event(sid)
-        while True:
-            changed.clear()
-            entries = await self.storage.list_interactions(
-                sid, after=after, limit=500, kinds=EVENT_KINDS, owner=owner
-            )
-            for entry in entries:
-                after = entry.seq
-                yield entry
-                if entry.kind == "plan_event" and entry.content.get("event") in FINAL_EVENTS:
-                    return
-            if entries:
-                continue
-            try:  # this process's executor says when it wrote; another one is polled for
-                await asyncio.wait_for(changed.wait(), timeout=self.poll_seconds)
-                continue
-            except TimeoutError:
-                pass
-            plan = await self.storage.get_plan(sid, owner=owner)
-            if plan.status not in ("ready", "running"):
-                return  # ended without a final event after `after`: nothing more will come
-
-    def _changed_event(self, session_id: str) -> asyncio.Event:
-        event = self._changed.get(session_id)
-        if event is None:
-            event = self._changed[session_id] = asyncio.Event()
-        return event
+        changed = asyncio.Event()
+        self._changed.setdefault(sid, set()).add(changed)
+        try:
+            while True:
+                changed.clear()
+                entries = await self.storage.list_interactions(
+                    sid, after=after, limit=500, kinds=EVENT_KINDS, owner=owner
+                )
+                for entry in entries:
+                    after = entry.seq
+                    yield entry
+                    if entry.kind == "plan_event" and entry.content.get("event") in FINAL_EVENTS:
+                        return
+                if entries:
+                    continue
+                try:  # this process's executor says when it wrote; another one is polled for
+                    await asyncio.wait_for(changed.wait(), timeout=self.poll_seconds)
+                    continue
+                except TimeoutError:
+                    pass
+                plan = await self.storage.get_plan(sid, owner=owner)
+                if plan.status not in ("ready", "running"):
+                    return  # ended without a final event after `after`: nothing more will come
+        finally:
+            listeners = self._changed[sid]
+            listeners.discard(changed)
+            if not listeners:
+                del self._changed[sid]
 
     def notify(self, session_id: str) -> None:
-        event = self._changed.get(session_id)
-        if event is not None:
+        """Wake this process's listeners to the session's plan events (none: nothing kept)."""
+        for event in self._changed.get(session_id, ()):
             event.set()
 
 
