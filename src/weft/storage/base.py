@@ -543,7 +543,8 @@ class Storage(CronRecords, PlanRecords, ABC):
     # --- runs ---------------------------------------------------------------------------
     #
     # The ``runs`` and ``run_events`` tables of migration 1. ``count_runs`` of the thread is
-    # kept by the migration-2 triggers. A run whose ``thread_id`` is None is stateless.
+    # exact: raised by the admission, lowered by a delete trigger (SQLite, migration 6; both by
+    # triggers on Postgres). A run whose ``thread_id`` is None is stateless.
 
     @abstractmethod
     async def admit(

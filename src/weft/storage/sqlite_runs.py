@@ -3,7 +3,8 @@
 The single writer thread runs jobs one after another, so an admission or a claim reads the
 thread's in-flight runs and writes its decision without any other writer in between: two
 admissions on one thread, or two claimers of one run, are serialised by the writer itself.
-The thread's ``count_runs`` is kept by the migration-2 triggers.
+The thread's ``count_runs`` is raised by the admission's own update of the thread (the only
+insert path) and lowered by the delete trigger of migration 2.
 """
 
 from __future__ import annotations
