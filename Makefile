@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/weft serve --config $(CONFIG)
+	$(BIN)/weft serve --config $(CONFIG) --access-log
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

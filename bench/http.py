@@ -1,8 +1,8 @@
 """HTTP server (issue 6): ``weft serve`` through the official SDK against the in-process floor.
 
 The server is a real ``weft serve`` subprocess (uvicorn, 127.0.0.1, a SQLite file with WAL and
-synchronous=FULL, weft's defaults); the client is ``langgraph_sdk.get_client`` in this
-process. The floor is plain LangGraph with ``AsyncSqliteSaver`` (aiosqlite, WAL,
+synchronous=FULL, no access log: weft's defaults); the client is ``langgraph_sdk.get_client``
+in this process. The floor is plain LangGraph with ``AsyncSqliteSaver`` (aiosqlite, WAL,
 synchronous=FULL) in this process, on the same graphs. Workloads:
 
 * ``runs.wait`` on a 1-node echo graph, one at a time: p50/p95 (floor: ``ainvoke``);

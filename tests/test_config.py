@@ -196,7 +196,7 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
     path = write(tmp_path / "weft.yaml", "graphs: {}\nhttp:\n  host: 0.0.0.0\n  prot: 80\n")
     assert load_error(path) == (
         f"{path}: http.prot (line 4): unknown key; did you mean 'port'? "
-        "(allowed: host, port, max_body_bytes, shutdown_grace)"
+        "(allowed: host, port, max_body_bytes, shutdown_grace, access_log)"
     )
 
 
@@ -321,6 +321,7 @@ def test_env_overrides_database_url_and_port(tmp_path: Path) -> None:
             "WEFT_PORT": "8080",
             "WEFT_HOST": "0.0.0.0",
             "WEFT_MAX_BODY_BYTES": "1024",
+            "WEFT_ACCESS_LOG": "true",
             "WEFT_SQLITE_SYNCHRONOUS": "normal",
             "WEFT_POSTGRES_POOL_SIZE": "3",
             "WEFT_TEST_POSTGRES_URL": "postgresql://x@y/z",  # test-suite variable: ignored
@@ -329,6 +330,7 @@ def test_env_overrides_database_url_and_port(tmp_path: Path) -> None:
     )
     assert s.database_url == "sqlite:///:memory:"
     assert (s.http.host, s.http.port, s.http.max_body_bytes) == ("0.0.0.0", 8080, 1024)
+    assert s.http.access_log is True
     assert s.sqlite.synchronous == "normal"
     assert s.postgres.pool_size == 3
 
@@ -354,6 +356,10 @@ def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
         "environment variable WEFT_SQLITE_SYNCHRONOUS: Input should be 'full' or 'normal' "
         "(got 'off')"
     )
+    assert load_error(path, {"WEFT_ACCESS_LOG": "maybe"}) == (
+        "environment variable WEFT_ACCESS_LOG: Input should be a valid boolean, "
+        "unable to interpret input (got 'maybe')"
+    )
 
 
 def test_bad_env_database_url_names_the_variable(tmp_path: Path) -> None:
@@ -374,7 +380,7 @@ def test_file_and_env_errors_reported_together(tmp_path: Path) -> None:
     message = load_error(path, {"WEFT_POSTGRES_POOL_SIZE": "0"})
     assert message.splitlines() == [
         f"{path}: http.prot (line 1): unknown key; did you mean 'port'? "
-        "(allowed: host, port, max_body_bytes, shutdown_grace)",
+        "(allowed: host, port, max_body_bytes, shutdown_grace, access_log)",
         "environment variable WEFT_POSTGRES_POOL_SIZE: "
         "Input should be greater than or equal to 1 (got '0')",
     ]

@@ -81,6 +81,13 @@ def serve(
     reload: Annotated[
         bool, typer.Option(help="Restart when a source file changes (for development).")
     ] = False,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (default: http.access_log, off).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the LangGraph Platform API (and weft's /sessions) over HTTP.
 
@@ -104,6 +111,7 @@ def serve(
             host=host or settings.http.host,
             port=settings.http.port if port is None else port,
             reload=reload,
+            access_log=settings.http.access_log if access_log is None else access_log,
             announce=lambda line: out.print(line, soft_wrap=True),
         )
     except WeftError as e:

@@ -48,9 +48,9 @@ def _taken_port() -> socket.socket:
 
 
 class _Serve:
-    def __init__(self, project: Path, port: int) -> None:
+    def __init__(self, project: Path, port: int, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [str(WEFT), "serve", "--port", str(port), "--database", "sqlite:///weft.db"],
+            [str(WEFT), "serve", "--port", str(port), "--database", "sqlite:///weft.db", *args],
             cwd=project,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -86,8 +86,8 @@ def serve(project: Path) -> Iterator[type[_Serve]]:
     started: list[_Serve] = []
 
     class Tracked(_Serve):
-        def __init__(self, project: Path, port: int) -> None:
-            super().__init__(project, port)
+        def __init__(self, project: Path, port: int, *args: str) -> None:
+            super().__init__(project, port, *args)
             started.append(self)
 
     yield Tracked
@@ -111,8 +111,18 @@ def test_taken_port_moves_to_the_next_free_one(project: Path, serve: type[_Serve
         assert server.proc.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output
         assert "Traceback" not in output
+        assert "GET /info" not in output  # no access log unless asked for
     finally:
         blocker.close()
+
+
+def test_access_log_logs_one_line_per_request(project: Path, serve: type[_Serve]) -> None:
+    server = serve(project, 0, "--access-log")
+    assert httpx.get(f"{server.url}/info").status_code == 200
+    assert httpx.get(f"{server.url}/threads/not-a-uuid").status_code == 422
+    output = server.stop()
+    assert '"GET /info HTTP/1.1" 200' in output
+    assert '"GET /threads/not-a-uuid HTTP/1.1" 422' in output
 
 
 def test_sigterm_leaves_a_long_run_resumable_for_the_next_start(

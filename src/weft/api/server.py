@@ -51,10 +51,12 @@ def serve(
     host: str,
     port: int,
     reload: bool = False,
+    access_log: bool = False,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM): the runtime then gives in-flight runs
-    ``http.shutdown_grace`` seconds and leaves the rest resumable."""
+    ``http.shutdown_grace`` seconds and leaves the rest resumable. ``access_log``: one log
+    line per request (uvicorn's), otherwise only start-up, shutdown, warnings and errors."""
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     if actual != port:
@@ -77,12 +79,14 @@ def serve(
             reload=True,
             reload_dirs=[str(settings.base_dir), str(Path(__file__).parents[1])],
             log_level="info",
+            access_log=access_log,
             timeout_graceful_shutdown=int(settings.http.shutdown_grace) + 5,
         )
         return
     config = uvicorn.Config(
         create_app(settings),
         log_level="info",
+        access_log=access_log,
         timeout_graceful_shutdown=int(settings.http.shutdown_grace) + 5,
     )
     uvicorn.Server(config).run(sockets=[sock])  # uvloop and httptools when installed
