@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -257,9 +258,11 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
     f_rates: list[float] = []
     for _ in range(rounds):
         tids = [await weft.thread() for _ in range(CONCURRENCY)]
+        gc.collect()  # untimed, see below
         start = time.perf_counter()
         await asyncio.gather(*(weft.wait(t) for t in tids))
         w_rates.append(CONCURRENCY / (time.perf_counter() - start))
+        gc.collect()  # a full collection of this shared heap would land on a random round
         start = time.perf_counter()
         await asyncio.gather(*(floor.wait(str(uuid.uuid4())) for _ in range(CONCURRENCY)))
         f_rates.append(CONCURRENCY / (time.perf_counter() - start))

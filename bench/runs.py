@@ -12,7 +12,9 @@ Three workloads, three setups, one process, the same graphs (async nodes) everyw
 
 Every run gets a fresh thread (the engine's are created beforehand, untimed, with
 ``rt.threads.create()``). The setups are interleaved run by run (round by round for the
-concurrent case), their order rotating, after a warm-up, so drift hits all alike.
+concurrent case), their order rotating, after a warm-up, so drift hits all alike. Each
+concurrent round starts after an untimed ``gc.collect()``: the garbage collector's full
+collections of this shared heap would otherwise fall on random rounds.
 Targets: the engine's overhead over LangGraph + weft checkpointer < 25% (p50; runs/s for
 the concurrent case) and the engine faster than LangGraph + AsyncSqliteSaver on all three.
 ``--profile`` adds a cProfile of the engine's echo runs (weft's functions by cumulative time)
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import importlib.util
 import io
 import json
@@ -223,6 +226,9 @@ async def bench_concurrent(setups: list[Setup], rounds: int) -> dict[str, Concur
     for i in range(-1, rounds):
         for s in rotated(setups, i):
             tids = [await s.thread() for _ in range(CONCURRENCY)]
+            # untimed: a full collection of this process's heap (all three setups and the
+            # bench's own data) takes ~70 ms and otherwise lands on whichever round is running
+            gc.collect()
             cpu, start = time.process_time(), time.perf_counter()
             results = await asyncio.gather(*(timed(s.wait(t, "echo")) for t in tids))
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
