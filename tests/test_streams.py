@@ -38,6 +38,16 @@ async def test_ended_streams_are_forgotten_once_their_time_is_up(storage: Storag
     assert await _events(streams, RUN_B) == []
 
 
+async def test_only_the_latest_ended_streams_stay_in_memory(storage: Storage) -> None:
+    streams = RunStreams(storage, keep_ended_runs=1)
+    for run_id in (RUN_A, RUN_B):
+        streams.open(run_id, resumable=False)
+        streams.publish(run_id, "metadata", {"run_id": run_id})
+        await streams.close(run_id)
+    assert await _events(streams, RUN_A) == []  # pushed out by B's end; not resumable
+    assert await _events(streams, RUN_B) == [(1, "metadata")]
+
+
 async def test_a_resumable_run_is_read_back_from_storage_once_forgotten(
     storage: Storage,
 ) -> None:

@@ -36,13 +36,24 @@ class _Live:
 KEEP_ENDED = 60.0
 """How long (s) an ended run's events stay in memory for late listeners."""
 
+KEEP_ENDED_RUNS = 1000
+"""How many ended runs' events stay in memory at most (the oldest go first): under load, 60 s
+of runs would be tens of thousands of event lists, each holding the states it streamed."""
+
 
 class RunStreams:
     """The live streams of this process's runs."""
 
-    def __init__(self, storage: Storage, *, keep_ended: float = KEEP_ENDED) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        keep_ended: float = KEEP_ENDED,
+        keep_ended_runs: int = KEEP_ENDED_RUNS,
+    ) -> None:
         self.storage = storage
         self.keep_ended = keep_ended
+        self.keep_ended_runs = keep_ended_runs
         self._live: dict[str, _Live] = {}
         self._next: dict[str, int] = {}
         self._ended: deque[tuple[float, str, _Live]] = deque()
@@ -95,7 +106,7 @@ class RunStreams:
             await self._save(run_id, live)
         now = asyncio.get_running_loop().time()
         self._ended.append((now + self.keep_ended, run_id, live))
-        while self._ended and self._ended[0][0] <= now:
+        while self._ended and (self._ended[0][0] <= now or len(self._ended) > self.keep_ended_runs):
             _, old_id, old = self._ended.popleft()
             if self._live.get(old_id) is old:
                 del self._live[old_id]
