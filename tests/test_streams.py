@@ -26,11 +26,16 @@ async def test_a_late_listener_gets_an_ended_runs_events(storage: Storage) -> No
     assert not streams.is_live(RUN_A)
 
 
+def _start(streams: RunStreams, run_id: str) -> None:
+    """Open a run's stream (not resumable) with its ``metadata`` event."""
+    streams.open(run_id, resumable=False)
+    streams.publish(run_id, "metadata", {"run_id": run_id})
+
+
 async def test_ended_streams_are_forgotten_once_their_time_is_up(storage: Storage) -> None:
     streams = RunStreams(storage, keep_ended=0)
-    for run_id in (RUN_A, RUN_B):
-        streams.open(run_id, resumable=False)
-        streams.publish(run_id, "metadata", {"run_id": run_id})
+    _start(streams, RUN_A)
+    _start(streams, RUN_B)
     await streams.close(RUN_A)
     assert await _events(streams, RUN_A) == []  # expired at once; not resumable: not stored
     assert streams.is_live(RUN_B)
@@ -41,8 +46,7 @@ async def test_ended_streams_are_forgotten_once_their_time_is_up(storage: Storag
 async def test_only_the_latest_ended_streams_stay_in_memory(storage: Storage) -> None:
     streams = RunStreams(storage, keep_ended_runs=1)
     for run_id in (RUN_A, RUN_B):
-        streams.open(run_id, resumable=False)
-        streams.publish(run_id, "metadata", {"run_id": run_id})
+        _start(streams, run_id)
         await streams.close(run_id)
     assert await _events(streams, RUN_A) == []  # pushed out by B's end; not resumable
     assert await _events(streams, RUN_B) == [(1, "metadata")]
