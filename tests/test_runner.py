@@ -4,7 +4,9 @@ alone and with other modes, and the final state a run reports and leaves on its 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from weft.config import Settings
 from weft.runtime import Runtime
 from weft.schema import RunEvent
+from weft.storage.sqlite import SqliteStorage
 
 
 async def collect(events: AsyncIterator[RunEvent]) -> list[RunEvent]:
@@ -209,3 +212,155 @@ async def test_only_the_modes_asked_are_sent_with_subgraphs(narrow_rt: Runtime) 
     assert [e.event.split(":")[0] for e in got] == ["custom|inner"]
     assert got[0].data == {"progress": "inner"}
     assert (await rt.threads.get(thread.thread_id)).values == {"answer": "inner"}
+
+
+COMMITS = """
+import operator, os, sqlite3
+from typing import Annotated, Any
+from typing_extensions import TypedDict
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    committed: int
+    last: int
+    seen: Annotated[list[int], operator.add]
+
+
+def first(state: State) -> dict[str, Any]:
+    return {}
+
+
+def look(state: State, config: RunnableConfig) -> dict[str, Any]:
+    # what another connection sees of this thread's checkpoints: committed ones only
+    conn = sqlite3.connect(os.environ["WEFT_TEST_DB"])
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE thread_id = ?",
+            (config["configurable"]["thread_id"],),
+        ).fetchone()
+    finally:
+        conn.close()
+    return {"committed": n}
+
+
+peek = StateGraph(State)
+peek.add_node("first", first)
+peek.add_node("look", look)
+peek.add_edge(START, "first")
+peek.add_edge("first", "look")
+peek.add_edge("look", END)
+
+
+class Inner(TypedDict, total=False):
+    calls: Annotated[list[int], operator.add]
+    last: int
+
+
+def call(state: Inner) -> dict[str, Any]:
+    return {"calls": [1], "last": len(state.get("calls", [])) + 1}
+
+
+inner = StateGraph(Inner)
+inner.add_node("call", call)
+inner.add_edge(START, "call")
+inner.add_edge("call", END)
+
+
+def note(state: State) -> dict[str, Any]:
+    return {"seen": [state["last"]]}
+
+
+outer = StateGraph(State)
+outer.add_node("sub", inner.compile(checkpointer=True))
+outer.add_node("note", note)
+outer.add_edge(START, "sub")
+outer.add_edge("sub", "note")
+outer.add_conditional_edges("note", lambda s: "sub" if len(s["seen"]) < 3 else END)
+stateful = outer
+"""
+
+
+@pytest.fixture
+async def lingering_rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
+    """A runtime on a SQLite file whose writer keeps early writes uncommitted until someone
+    waits for them (an hour's linger): what a run's own waits commit is all that is."""
+    (tmp_path / "commits.py").write_text(COMMITS)
+    config = tmp_path / "langgraph.json"
+    graphs = {"peek": "./commits.py:peek", "stateful": "./commits.py:stateful"}
+    config.write_text(json.dumps({"graphs": graphs}))
+    db = tmp_path / "weft.db"
+    monkeypatch.setenv("WEFT_TEST_DB", str(db))
+    env = {"WEFT_DATABASE_URL": f"sqlite:///{db}"}
+    async with Runtime.open(Settings.load(config, env=env)) as runtime:
+        assert isinstance(runtime.storage, SqliteStorage)
+        runtime.storage.engine.linger = 3600.0
+        yield runtime
+
+
+def _committed_checkpoints(db: Path, thread_id: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE thread_id = ?", (thread_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(n)
+
+
+async def test_a_run_reports_its_result_once_its_checkpoints_are_committed(
+    lingering_rt: Runtime, tmp_path: Path
+) -> None:
+    rt = lingering_rt
+    thread = await rt.threads.create()
+    result = await asyncio.wait_for(rt.runs.wait(thread.thread_id, "peek", input={}), 30)
+    # the run's checkpoints waited for one commit, made when the run ended (not one each,
+    # so none was committed while it ran) ...
+    assert result["committed"] == 0
+    # ... and every one of them (input, start, two steps) was committed before the result
+    assert _committed_checkpoints(tmp_path / "weft.db", thread.thread_id) == 4
+
+
+async def test_durability_sync_commits_each_checkpoint_before_the_next_step(
+    lingering_rt: Runtime,
+) -> None:
+    rt = lingering_rt
+    thread = await rt.threads.create()
+    result = await asyncio.wait_for(
+        rt.runs.wait(thread.thread_id, "peek", input={}, durability="sync"), 30
+    )
+    assert result["committed"] == 3  # the input's, the start's and the first step's
+
+
+async def test_a_stateful_subgraph_reads_what_the_same_run_wrote(lingering_rt: Runtime) -> None:
+    rt = lingering_rt
+    thread = await rt.threads.create()
+    result = await asyncio.wait_for(rt.runs.wait(thread.thread_id, "stateful", input={}), 30)
+    assert result["seen"] == [1, 2, 3]
+
+
+async def test_a_run_whose_checkpoints_fail_to_commit_is_tried_again(
+    lingering_rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = lingering_rt
+    assert isinstance(rt.storage, SqliteStorage)
+    engine = rt.storage.engine
+    real = engine.committed
+    failures: list[int] = []
+
+    async def committed(commits: list[asyncio.Future[None]]) -> None:
+        await real(commits)
+        if not failures:  # as if the first COMMIT had hit a full disk
+            failures.append(len(commits))
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(engine, "committed", committed)
+    thread = await rt.threads.create()
+    run, result = await rt.runs.submit(thread.thread_id, "peek", input={})
+    assert "committed" in await asyncio.wait_for(result, 30)
+    assert len(failures) == 1
+    assert failures[0] > 0  # the run's checkpoints were waited for
+    again = await rt.runs.get(thread.thread_id, run.run_id)
+    assert (again.status, again.attempt) == ("success", 2)

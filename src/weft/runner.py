@@ -88,6 +88,19 @@ class Runner:
             admitted.request if admitted is not None else RunRequest.model_validate(run.kwargs)
         )
         self.streams.publish(run.run_id, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
+        # The run's checkpoints share commits, and its outcome waits for the last of them;
+        # with durability "sync" every step waits for its checkpoint's commit.
+        share = _durability(request) != "sync"
+        try:
+            async with self.storage.checkpoint_commits_at_end(share=share):
+                outcome = await self._execute(run, request, admitted)
+        except Exception as e:  # noqa: BLE001 - a commit failed: retried from what was saved
+            message = f"saving the run's checkpoints failed: {e}"
+            self._error(run, "StorageError", message)
+            return Outcome("error", error_result("StorageError", message), message, retry=True)
+        return outcome
+
+    async def _execute(self, run: Run, request: RunRequest, admitted: Admitted | None) -> Outcome:
         timeout = self.default_timeout
         try:
             if admitted is not None:

@@ -248,3 +248,34 @@ async def test_an_early_write_alone_commits_when_its_linger_ends(tmp_path: Path)
             assert other.execute("SELECT k FROM t").fetchall() == [(1,)]
         finally:
             other.close()
+
+
+async def test_waiting_for_early_commits_ends_their_linger(tmp_path: Path) -> None:
+    async with _lingering(tmp_path / "committed.db", 60.0) as eng:
+        commits = [(await eng.write_early(_insert(k)))[1] for k in (1, 2)]
+        assert not any(c.done() for c in commits)  # kept open for a neighbour
+        await asyncio.wait_for(eng.committed(commits), timeout=10)
+        assert all(c.done() and c.exception() is None for c in commits)
+        other = sqlite3.connect(tmp_path / "committed.db")
+        try:
+            assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+        finally:
+            other.close()
+        await eng.committed([])  # nothing to wait for
+
+
+async def test_waiting_for_early_commits_raises_a_failed_commit(tmp_path: Path) -> None:
+    async with _lingering(tmp_path / "failed.db", 60.0) as eng:
+        await eng.write(
+            lambda c: c.execute(
+                "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "
+                "t(k) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        _, fine = await eng.write_early(_insert(1))
+        _, orphan = await eng.write_early(
+            lambda c: c.execute("INSERT INTO child VALUES (1, 42)")  # fails at COMMIT
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await asyncio.wait_for(eng.committed([fine, orphan]), timeout=10)
+        assert await eng.read(_select(1)) == []  # the whole transaction was undone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -270,6 +271,16 @@ class Storage(CronRecords, PlanRecords, ABC):
     url: DatabaseUrl
     checkpointer: BaseCheckpointSaver[str]
     store: BaseStore
+
+    def checkpoint_commits_at_end(
+        self, *, share: bool = True
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """A block (one run) in which the checkpointer's writes may return before their
+        commit, so that they share one; leaving it normally waits for every one of them,
+        raising the first commit error. ``share=False``: each write waits for its own
+        commit (LangGraph's ``sync`` durability). Here (Postgres) each write commits as it
+        is made."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     async def schema_version(self) -> int:

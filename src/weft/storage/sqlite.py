@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,12 +33,18 @@ class SqliteStorage(
     SqlitePlanStorage,
 ):
     dialect = "sqlite"
+    checkpointer: SqliteCheckpointer
 
     def __init__(self, url: DatabaseUrl, engine: SqliteEngine, store: SqliteStore) -> None:
         self.url = url
         self.engine = engine
         self.checkpointer = SqliteCheckpointer(engine)
         self.store = store
+
+    def checkpoint_commits_at_end(
+        self, *, share: bool = True
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.checkpointer.commit_at_end(share=share)
 
     @classmethod
     @asynccontextmanager

@@ -1,18 +1,22 @@
 """weft's SQLite checkpointer: LangGraph's ``BaseCheckpointSaver`` on the shared database.
 
 Writes go through :class:`SqliteEngine`, so the checkpoints of concurrent runs share one
-commit, and ``aput`` returns only once its checkpoint is durable. Beyond the stock saver
-it implements ``copy_thread``, ``prune`` and ``delete_for_runs``.
+commit, and ``aput`` returns only once its checkpoint is durable, except inside
+:meth:`SqliteCheckpointer.commit_at_end` (a run of the engine): there ``aput`` and
+``aput_writes`` return once written, and leaving the block waits for their commit. Beyond the
+stock saver it implements ``copy_thread``, ``prune`` and ``delete_for_runs``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -62,6 +66,11 @@ _INSERT_WRITE = (
 
 Row = tuple[Any, ...]
 
+_AT_END: ContextVar[list[asyncio.Future[None]] | None] = ContextVar(
+    "weft_checkpoint_commits", default=None
+)
+"""Inside :meth:`SqliteCheckpointer.commit_at_end`: the commits its writes still wait for."""
+
 
 class SqliteCheckpointer(BaseCheckpointSaver[str]):
     """Checkpoints in the ``checkpoints`` and ``checkpoint_writes`` tables of weft's database.
@@ -75,6 +84,41 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         self.engine = engine
         self.loop = asyncio.get_running_loop()
+
+    @contextlib.asynccontextmanager
+    async def commit_at_end(self, *, share: bool = True) -> AsyncIterator[None]:
+        """A block (one run, in this task and the tasks it starts) in which ``aput`` and
+        ``aput_writes`` return as soon as their rows are written, before the COMMIT: a run's
+        checkpoints then share one commit instead of waiting for one each. Reads of
+        checkpoints in the block first wait for those commits (read-your-writes); leaving
+        it normally waits for all of them, raising the first commit error.
+
+        ``share=False`` (LangGraph's ``sync`` durability: each step waits for its
+        checkpoint): every write in the block waits for its own commit, as outside any.
+        """
+        commits: list[asyncio.Future[None]] = []
+        token = _AT_END.set(commits if share else None)
+        try:
+            yield
+        finally:
+            _AT_END.reset(token)
+        await self.engine.committed(commits)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        commits = _AT_END.get()
+        if commits is None:
+            await self.engine.write(fn)
+            return
+        _, committed = await self.engine.write_early(fn)
+        # keep what is pending or failed: a long run's list stays short
+        commits[:] = [c for c in commits if not c.done() or c.cancelled() or c.exception()]
+        commits.append(committed)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        commits = _AT_END.get()
+        if commits:
+            await self.engine.committed(commits)
+        return await self.engine.read(fn, after_early=False)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -103,7 +147,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
             writes = conn.execute(_WRITES_OF, (thread_id, ns, row[2])).fetchall()
             return row, writes
 
-        found = await self.engine.read(read, after_early=False)
+        found = await self._read(read)
         if found is None:
             return None
         return self._tuple(*found)
@@ -128,7 +172,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
                 (row, conn.execute(_WRITES_OF, (row[0], row[1], row[2])).fetchall()) for row in rows
             ]
 
-        for row, writes in await self.engine.read(read, after_early=False):
+        for row, writes in await self._read(read):
             yield self._tuple(row, writes)
 
     def _tuple(self, row: Row, writes: list[Row]) -> CheckpointTuple:
@@ -192,7 +236,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(_INSERT_CHECKPOINT, params)
 
-        await self.engine.write(write)
+        await self._write(write)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -237,7 +281,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(verb + _INSERT_WRITE, rows)
 
-        await self.engine.write(write)
+        await self._write(write)
 
     async def adelete_thread(self, thread_id: str) -> None:
         def write(conn: sqlite3.Connection) -> None:

@@ -202,6 +202,17 @@ class SqliteEngine:
         result: T = await submitted
         return result, committed
 
+    async def committed(self, commits: list[asyncio.Future[None]]) -> None:
+        """Wait for the commits of early writes (their ``write_early`` futures), asking the
+        writer to commit its open transaction now rather than at the end of its linger.
+        Raises the first commit's error, if any."""
+        commits = list(commits)  # the caller's list may grow meanwhile
+        if not all(c.done() for c in commits):
+            self._queue.put(_FLUSH)
+            await asyncio.wait(commits)
+        for c in commits:
+            c.result()
+
     async def write_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection outside weft's transaction.
 
