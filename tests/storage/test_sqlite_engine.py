@@ -279,3 +279,66 @@ async def test_waiting_for_early_commits_raises_a_failed_commit(tmp_path: Path) 
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
             await asyncio.wait_for(eng.committed([fine, orphan]), timeout=10)
         assert await eng.read(_select(1)) == []  # the whole transaction was undone
+
+
+def _insert_noting_thread(k: int, threads: list[int]) -> Callable[[sqlite3.Connection], int]:
+    def job(c: sqlite3.Connection) -> int:
+        threads.append(threading.get_ident())
+        return int(c.execute("INSERT INTO t VALUES (?, ?)", (k, str(k))).rowcount)
+
+    return job
+
+
+async def test_an_early_write_on_an_idle_writer_runs_on_the_callers_thread(
+    tmp_path: Path,
+) -> None:
+    """No job waiting and the connection free: the job runs at once on the event loop's
+    thread, inside the open transaction; its COMMIT is still the writer thread's."""
+    async with _lingering(tmp_path / "inline.db", 60.0) as eng:
+        threads: list[int] = []
+        assert (await eng.write_early(_insert_noting_thread(1, threads)))[0] == 1
+        _, second = await eng.write_early(_insert_noting_thread(2, threads))
+        assert threads == [threading.get_ident()] * 2
+        assert not second.done()  # lingering for a neighbour, as when queued
+        await asyncio.wait_for(eng.committed([second]), timeout=10)
+        other = sqlite3.connect(tmp_path / "inline.db")
+        try:
+            assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+        finally:
+            other.close()
+
+
+async def test_an_early_write_queues_behind_the_jobs_already_waiting(engine: SqliteEngine) -> None:
+    gate = threading.Event()
+    held = asyncio.ensure_future(engine.write_alone(lambda _c: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the writer thread is in it
+    first = asyncio.ensure_future(engine.write(_insert(1)))
+    threads: list[int] = []
+    early = asyncio.ensure_future(engine.write_early(_insert_noting_thread(2, threads)))
+    await asyncio.sleep(0.05)
+    assert threads == []  # not run ahead of the queued job
+    gate.set()
+    await asyncio.gather(held, first, early)
+    assert threads != [threading.get_ident()]  # the writer thread ran it, in order
+    rows = await engine.read(lambda c: c.execute("SELECT k FROM t ORDER BY rowid").fetchall())
+    assert rows == [(1,), (2,)]
+
+
+async def test_an_early_write_never_waits_on_the_loop_for_another_process(
+    engine: SqliteEngine, tmp_path: Path
+) -> None:
+    """Another connection (another process) holds the database's write lock: the early
+    write is queued for the writer thread, which waits for the lock; the loop goes on."""
+    other = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        threads: list[int] = []
+        early = asyncio.ensure_future(engine.write_early(_insert_noting_thread(1, threads)))
+        await asyncio.sleep(0.1)  # the loop runs: the write did not block it
+        assert not early.done()
+        other.execute("COMMIT")
+        _, committed = await asyncio.wait_for(early, timeout=20)
+        await asyncio.wait_for(committed, timeout=20)
+        assert threads != [threading.get_ident()]
+    finally:
+        other.close()
