@@ -245,11 +245,8 @@ def look(state: State, config: RunnableConfig) -> dict[str, Any]:
     return {"committed": n}
 
 
-peek = StateGraph(State)
-peek.add_node("first", first)
-peek.add_node("look", look)
+peek = StateGraph(State).add_sequence([first, look])
 peek.add_edge(START, "first")
-peek.add_edge("first", "look")
 peek.add_edge("look", END)
 
 
