@@ -66,11 +66,6 @@ _INSERT_WRITE = (
 
 Row = tuple[Any, ...]
 
-_AT_END: ContextVar[list[asyncio.Future[None]] | None] = ContextVar(
-    "weft_checkpoint_commits", default=None
-)
-"""Inside :meth:`SqliteCheckpointer.commit_at_end`: the commits its writes still wait for."""
-
 
 class SqliteCheckpointer(BaseCheckpointSaver[str]):
     """Checkpoints in the ``checkpoints`` and ``checkpoint_writes`` tables of weft's database.
@@ -84,6 +79,11 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         self.engine = engine
         self.loop = asyncio.get_running_loop()
+        self._at_end: ContextVar[list[asyncio.Future[None]] | None] = ContextVar(
+            f"weft_checkpoint_commits_{id(self)}", default=None
+        )
+        """Inside :meth:`commit_at_end`: the commits its writes still wait for (one variable
+        per checkpointer: a node may use another database's)."""
 
     @contextlib.asynccontextmanager
     async def commit_at_end(self, *, share: bool = True) -> AsyncIterator[None]:
@@ -97,15 +97,15 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         checkpoint): every write in the block waits for its own commit, as outside any.
         """
         commits: list[asyncio.Future[None]] = []
-        token = _AT_END.set(commits if share else None)
+        token = self._at_end.set(commits if share else None)
         try:
             yield
         finally:
-            _AT_END.reset(token)
+            self._at_end.reset(token)
         await self.engine.committed(commits)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], None]) -> None:
-        commits = _AT_END.get()
+        commits = self._at_end.get()
         if commits is None:
             await self.engine.write(fn)
             return
@@ -115,7 +115,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         commits.append(committed)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        commits = _AT_END.get()
+        commits = self._at_end.get()
         if commits:
             await self.engine.committed(commits)
         return await self.engine.read(fn, after_early=False)
