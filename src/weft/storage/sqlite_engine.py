@@ -214,17 +214,13 @@ class SqliteEngine:
         """
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
-        ran, inline = self._inline(fn, loop, committed)
-        if ran:
-            self._uncommitted = committed
-            if on_queued is not None:
-                on_queued()
-            return inline, committed
-        submitted = self._submit(fn, "group", committed)
-        self._uncommitted = committed  # only once queued: a refused job commits nothing
+        ran, result = self._inline(fn, loop, committed)
+        submitted = None if ran else self._submit(fn, "group", committed)
+        self._uncommitted = committed  # only once run or queued: a refused job commits nothing
         if on_queued is not None:
             on_queued()
-        result: T = await submitted
+        if submitted is not None:
+            result = await submitted
         return result, committed
 
     async def committed(self, commits: list[asyncio.Future[None]]) -> None:
