@@ -11,6 +11,7 @@ from pathlib import Path
 from langgraph_sdk.client import LangGraphClient
 
 from tests.api.conftest import Server, serving
+from weft.api import YOUNG_COLLECTION_THRESHOLD
 
 
 async def test_ok_info_and_docs(server: Server) -> None:
@@ -133,10 +134,13 @@ async def test_unreadable_body_and_wrong_method_say_what_to_send(server: Server)
 async def test_what_start_up_loaded_is_kept_out_of_collections_while_serving(
     tmp_path: Path,
 ) -> None:
-    """The server freezes the objects start-up created (the garbage collector skips them),
-    and gives them back to the collector when it stops."""
+    """The server freezes the objects start-up created (the garbage collector skips them)
+    and collects the youngest generation less often; it gives both back when it stops."""
     gc.unfreeze()
+    before = gc.get_threshold()
     async with serving(tmp_path, f"sqlite:///{tmp_path}/weft.db") as srv, srv.http() as http:
         assert (await http.get("/ok")).status_code == 200
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *before[1:])
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before

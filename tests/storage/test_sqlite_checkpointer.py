@@ -14,6 +14,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.graph import END, START, StateGraph
+from langgraph.pregel._checkpoint import put_writes_accepts_task_path
 
 from weft.storage import open_storage
 
@@ -69,6 +70,14 @@ async def test_delete_for_runs_on_a_real_graph(tmp_path: Path) -> None:
         assert {c.metadata.get("run_id") for c in after} == {"run-1"}
         state = await graph.aget_state(config)
         assert state.values["items"] == ["n0", "n1", "n2"]
+
+
+async def test_langgraph_sees_that_writes_take_their_task_path(tmp_path: Path) -> None:
+    """LangGraph reads the signature of ``(a)put_writes`` at the start of every run (weft
+    stores it on the methods); it must still see ``task_path``."""
+    async with open_storage(f"sqlite:///{tmp_path}/g.db") as storage:
+        assert put_writes_accepts_task_path(storage.checkpointer.aput_writes)
+        assert put_writes_accepts_task_path(storage.checkpointer.put_writes)
 
 
 async def test_copy_thread_then_continue_on_the_copy(tmp_path: Path) -> None:

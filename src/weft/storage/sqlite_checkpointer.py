@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import random
 import re
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
+import orjson
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -192,7 +194,7 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
                 }
             },
             checkpoint=self.serde.loads_typed((type_, blob)),
-            metadata=cast(CheckpointMetadata, json.loads(metadata)),
+            metadata=cast(CheckpointMetadata, orjson.loads(metadata)),
             parent_config=(
                 {
                     "configurable": {
@@ -399,6 +401,17 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._sync(self.aprune(thread_ids, strategy=strategy))
+
+
+def _keep_signature(method: Any) -> None:
+    """Store ``method``'s signature on it. LangGraph asks ``inspect.signature`` of the
+    checkpointer's ``(a)put_writes`` at the start of every run whether it takes
+    ``task_path``; a stored signature makes that a lookup instead of a rebuild."""
+    method.__signature__ = inspect.signature(method)
+
+
+_keep_signature(SqliteCheckpointer.aput_writes)
+_keep_signature(SqliteCheckpointer.put_writes)
 
 
 # -- SQL shared with weft's own thread operations (they run inside the same transaction) --
