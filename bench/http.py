@@ -9,7 +9,9 @@ synchronous=FULL) in this process, on the same graphs. Workloads:
 * a 10-step chain streamed in ``values`` mode: total and time to the first event after
   ``metadata`` (floor: ``astream``);
 * 50 concurrent ``runs.wait`` on 50 distinct threads: runs/s (floor: 50 concurrent ``ainvoke``);
-* ``threads.get_history`` of a thread with 100 checkpoints (floor: ``aget_state_history``).
+* ``threads.get_history`` of a thread with 100 checkpoints (floor: ``aget_state_history``);
+* for scale, no floor: 50 concurrent ``GET /ok`` through the same client, what the SDK client
+  itself can send and read per second on these cores while sharing them with the server.
 
 Threads are created beforehand, untimed. The two setups alternate rep by rep after a warm-up.
 Targets (issue 6): ``runs.wait`` p50 no slower than the floor; >= 500 runs/s at 50-way
@@ -160,6 +162,9 @@ class Weft:
     async def history(self, tid: str) -> int:
         return len(await self.client.threads.get_history(tid, limit=HISTORY))
 
+    async def ok(self) -> None:
+        await self.client.http.get("/ok")
+
 
 def load_graphs(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_http_graphs", path)
@@ -268,6 +273,13 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
         f_rates.append(CONCURRENCY / (time.perf_counter() - start))
     wr = statistics.median(w_rates)
     fr = statistics.median(f_rates)
+    ok_rates: list[float] = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        await asyncio.gather(*(weft.ok() for _ in range(CONCURRENCY)))
+        ok_rates.append(CONCURRENCY / (time.perf_counter() - start))
+    okr = statistics.median(ok_rates)
 
     # 4. history of a thread with 100 checkpoints (chain runs write 12 each)
     tid = await weft.thread()
@@ -316,6 +328,10 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
     print(
         f"| threads.get_history, {HISTORY} checkpoints (p50) | {wh50:.2f} ms | {fh50:.2f} ms "
         f"| {wh50 / fh50:.2f}x | |"
+    )
+    print(
+        f"| {CONCURRENCY} concurrent GET /ok (the SDK client's own ceiling) | {okr:.0f} req/s "
+        "| | | |"
     )
 
 
