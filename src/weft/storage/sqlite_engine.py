@@ -25,7 +25,9 @@ meanwhile in it: they share one COMMIT. Any write whose caller waits for its com
 that waits for an early write, ends the wait at once. When the writer thread is idle (no job
 queued or running), an early write runs at once on the caller's thread, in the open
 transaction: two thread hops less on a run's critical path; the COMMIT stays the writer
-thread's. It never waits there for another process's lock: it is queued instead.
+thread's, asked for by a timer of the event loop when the linger ends (waking the writer
+thread at once would make it compete for the GIL with the request being served). It never
+waits there for another process's lock: it is queued instead.
 """
 
 from __future__ import annotations
@@ -70,18 +72,11 @@ class _Work:
 
 
 class _Flush:
-    """Queued by a read that waits for an early write: commit the open transaction now."""
+    """Commit the open transaction now: queued by a read or a wait for early writes, and by
+    the event loop when the linger of a transaction an inline write began ends."""
 
 
 _FLUSH = _Flush()
-
-
-class _Poke:
-    """Queued after an early write ran inline into a transaction nobody held open: the writer
-    starts that transaction's linger (it may be waiting for work without a deadline)."""
-
-
-_POKE = _Poke()
 
 
 def _deliver(batch: list[_Work]) -> None:
@@ -136,7 +131,7 @@ class SqliteEngine:
         self.path = path
         self.synchronous = synchronous.upper()
         self.linger = linger
-        self._queue: queue.SimpleQueue[_Work | _Flush | _Poke | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Work | _Flush | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._writer: sqlite3.Connection | None = None
         self._readers = threading.local()
@@ -299,11 +294,17 @@ class SqliteEngine:
                 assert w.error is not None
                 raise w.error
             w.future.set_result(None)
-            if idle:
-                self._queue.put(_POKE)
+            if idle:  # nobody held it open: the writer does not know, this loop ends the linger
+                loop.call_later(self.linger, self._end_linger, self._open_since)
             return True, w.result
         finally:
             self._lock.release()
+
+    def _end_linger(self, opened: float) -> None:
+        """Ask the writer to commit the transaction an inline write opened at ``opened``,
+        unless it was committed meanwhile."""
+        if self._open and self._open_since == opened and not self._closed:
+            self._queue.put(_FLUSH)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
@@ -366,7 +367,7 @@ class SqliteEngine:
         """The next batch of jobs, whether a read asked for a commit, whether the engine
         stops after it. While early writes wait in the open transaction, waits only until
         their linger ends (then an empty batch, which commits them)."""
-        first: _Work | _Flush | _Poke | None
+        first: _Work | _Flush | None
         if self._open:
             left = self._open_since + self.linger - time.monotonic()
             try:
