@@ -10,10 +10,13 @@ synchronous=FULL) in this process, on the same graphs. Workloads:
   ``metadata`` (floor: ``astream``);
 * 50 concurrent ``runs.wait`` on 50 distinct threads: runs/s (floor: 50 concurrent ``ainvoke``);
 * ``threads.get_history`` of a thread with 100 checkpoints (floor: ``aget_state_history``);
-* for scale, no floor: 50 concurrent ``GET /ok`` through the same client, what the SDK client
-  itself can send and read per second on these cores while sharing them with the server.
+* for scale, the same ``runs.wait`` (one at a time, and 50 concurrent) through the same client
+  against bench/zero_server.py, a uvicorn server that answers at once without doing anything:
+  what the SDK client and the loopback transport cost on their own on these cores while
+  sharing them with a server. The floor's p50 minus this p50 is what a server may spend on a
+  run to meet the first target; this runs/s bounds what any server can show at 50-way.
 
-Threads are created beforehand, untimed. The two setups alternate rep by rep after a warm-up.
+Threads are created beforehand, untimed. The setups alternate rep by rep after a warm-up.
 Targets (issue 6): ``runs.wait`` p50 no slower than the floor; >= 500 runs/s at 50-way
 concurrency; time to first event < 3 ms. Usage:
 
@@ -39,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -70,13 +73,27 @@ def pct(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
 
 
-@contextmanager
-def weft_serve(project: Path) -> Iterator[str]:
+ZERO_SERVER = Path(__file__).with_name("zero_server.py")
+
+
+def weft_serve(project: Path) -> AbstractContextManager[str]:
     """``weft serve`` on a free port; its URL."""
     weft = Path(sys.executable).parent / "weft"
+    command = [str(weft), "serve", "--port", "0", "--config", str(project / "langgraph.json")]
+    return serving(command, project, "weft serving")
+
+
+def zero_serve(project: Path) -> AbstractContextManager[str]:
+    """bench/zero_server.py on a free port; its URL."""
+    return serving([sys.executable, "-P", str(ZERO_SERVER)], project, "zero serving")
+
+
+@contextmanager
+def serving(command: list[str], cwd: Path, announces: str) -> Iterator[str]:
+    """Run ``command`` until the block ends; the URL it prints after ``announces``."""
     proc = subprocess.Popen(
-        [str(weft), "serve", "--port", "0", "--config", str(project / "langgraph.json")],
-        cwd=project,
+        command,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -86,11 +103,11 @@ def weft_serve(project: Path) -> Iterator[str]:
         assert proc.stdout is not None
         url = ""
         for line in proc.stdout:
-            if found := re.search(r"weft serving (http://\S+)", line):
+            if found := re.search(rf"{announces} (http://\S+)", line):
                 url = found[1]
                 break
         if not url:
-            raise SystemExit("weft serve did not start")
+            raise SystemExit(f"{command[0]} did not start")
         # keep reading its log (a request line each): a full pipe would stall the server
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         for _ in range(600):
@@ -162,9 +179,6 @@ class Weft:
     async def history(self, tid: str) -> int:
         return len(await self.client.threads.get_history(tid, limit=HISTORY))
 
-    async def ok(self) -> None:
-        await self.client.http.get("/ok")
-
 
 def load_graphs(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_http_graphs", path)
@@ -196,11 +210,11 @@ def main() -> None:
                 }
             )
         )
-        with weft_serve(project) as url:
-            asyncio.run(measure(url, project, reps, rounds))
+        with weft_serve(project) as url, zero_serve(project) as zero_url:
+            asyncio.run(measure(url, zero_url, project, reps, rounds))
 
 
-async def measure(url: str, project: Path, reps: int, rounds: int) -> None:
+async def measure(url: str, zero_url: str, project: Path, reps: int, rounds: int) -> None:
     module = load_graphs(project / "graphs.py")
     assert module.CHAIN == CHAIN, "bench/echo_chain.py and this script disagree on CHAIN"
     async with aiosqlite.connect(project / "floor.db") as conn:
@@ -209,13 +223,15 @@ async def measure(url: str, project: Path, reps: int, rounds: int) -> None:
         saver = AsyncSqliteSaver(conn)
         await saver.setup()
         client = get_client(url=url, api_key=None)
+        zero_client = get_client(url=zero_url, api_key=None)
         try:
-            await run_all(Weft(client), Floor(module, saver), reps, rounds)
+            await run_all(Weft(client), Floor(module, saver), Weft(zero_client), reps, rounds)
         finally:
             await client.aclose()
+            await zero_client.aclose()
 
 
-async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
+async def run_all(weft: Weft, floor: Floor, zero: Weft, reps: int, rounds: int) -> None:
     print(
         f"# bench/http.py — {time.strftime('%Y-%m-%d')}, {platform.python_version()}, "
         f"{os.cpu_count()} cores, reps={reps}, rounds={rounds}\n"
@@ -224,23 +240,28 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
     for _ in range(10):
         await weft.wait(await weft.thread())
         await floor.wait(str(uuid.uuid4()))
+        await zero.wait(str(uuid.uuid4()))
 
     # 1. runs.wait, one at a time
     w_times: list[float] = []
     f_times: list[float] = []
+    z_times: list[float] = []
     for i in range(reps):
         tid = await weft.thread()
-        order = [0, 1] if i % 2 else [1, 0]
-        for which in order:
+        for which in (i % 3, (i + 1) % 3, (i + 2) % 3):
             start = time.perf_counter()
             if which == 0:
                 await weft.wait(tid)
                 w_times.append(time.perf_counter() - start)
-            else:
+            elif which == 1:
                 await floor.wait(str(uuid.uuid4()))
                 f_times.append(time.perf_counter() - start)
+            else:
+                await zero.wait(str(uuid.uuid4()))
+                z_times.append(time.perf_counter() - start)
     w50, w95 = pct(w_times)
     f50, f95 = pct(f_times)
+    z50, z95 = pct(z_times)
 
     # 2. the chain, streamed
     w_stream: list[tuple[float, float]] = []
@@ -261,6 +282,7 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
     # 3. 50 concurrent runs.wait on distinct threads
     w_rates: list[float] = []
     f_rates: list[float] = []
+    z_rates: list[float] = []
     for _ in range(rounds):
         tids = [await weft.thread() for _ in range(CONCURRENCY)]
         gc.collect()  # untimed, see below
@@ -271,15 +293,13 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
         start = time.perf_counter()
         await asyncio.gather(*(floor.wait(str(uuid.uuid4())) for _ in range(CONCURRENCY)))
         f_rates.append(CONCURRENCY / (time.perf_counter() - start))
-    wr = statistics.median(w_rates)
-    fr = statistics.median(f_rates)
-    ok_rates: list[float] = []
-    for _ in range(rounds):
         gc.collect()
         start = time.perf_counter()
-        await asyncio.gather(*(weft.ok() for _ in range(CONCURRENCY)))
-        ok_rates.append(CONCURRENCY / (time.perf_counter() - start))
-    okr = statistics.median(ok_rates)
+        await asyncio.gather(*(zero.wait(str(uuid.uuid4())) for _ in range(CONCURRENCY)))
+        z_rates.append(CONCURRENCY / (time.perf_counter() - start))
+    wr = statistics.median(w_rates)
+    fr = statistics.median(f_rates)
+    zr = statistics.median(z_rates)
 
     # 4. history of a thread with 100 checkpoints (chain runs write 12 each)
     tid = await weft.thread()
@@ -330,8 +350,16 @@ async def run_all(weft: Weft, floor: Floor, reps: int, rounds: int) -> None:
         f"| {wh50 / fh50:.2f}x | |"
     )
     print(
-        f"| {CONCURRENCY} concurrent GET /ok (the SDK client's own ceiling) | {okr:.0f} req/s "
-        "| | | |"
+        f"| runs.wait against a zero-work server (p50 / p95; the client's own cost) "
+        f"| {z50:.2f} / {z95:.2f} ms | | | |"
+    )
+    print(
+        f"| {CONCURRENCY} concurrent runs.wait against a zero-work server (the client's ceiling) "
+        f"| {zr:.0f} runs/s | | | |"
+    )
+    print(
+        f"\nweft's server: {w50 - z50:.2f} ms per run.wait (p50 minus the zero-work server's); "
+        f"the floor's p50 leaves a server {f50 - z50:.2f} ms."
     )
 
 
