@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from weft.api.route import Route
 from weft.api.wire import JSON, Body, Rt, paged
 from weft.errors import UnprocessableEntityError
 from weft.schema import ASSISTANT_FIELDS
 
-router = APIRouter(tags=["assistants"])
+router = APIRouter(tags=["assistants"], route_class=Route)
 
 
 # --- bodies ---------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from pydantic import Field
 from starlette.responses import Response
 
+from weft.api.route import Route
 from weft.api.wire import JSON, Body, CronId, Rt, ThreadId, paged
 from weft.errors import BadRequestError
 from weft.schema import CRON_FIELDS, Cron
 
-router = APIRouter(tags=["crons"])
+router = APIRouter(tags=["crons"], route_class=Route)
 
 
 class _RunOptions(Body):

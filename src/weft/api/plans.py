@@ -18,6 +18,7 @@ from fastapi import Body as BodyParam
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from weft.api.route import Route
 from weft.api.wire import JSON, Body, Detail, Rt, SessionId, sse
 from weft.errors import UnprocessableEntityError
 from weft.plan_view import PlanReport, critical_path, levels, mermaid
@@ -26,7 +27,7 @@ from weft.runtime import Runtime
 from weft.schema import Interaction, Plan, PlanStatus, RunEvent
 from weft.validation import storable
 
-router = APIRouter(prefix="/sessions", tags=["weft"])
+router = APIRouter(prefix="/sessions", tags=["weft"], route_class=Route)
 
 # --- documented responses ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
+from weft.api.route import Route
 from weft.api.wire import (
     HEARTBEAT_SECONDS,
     JSON,
@@ -42,7 +43,7 @@ from weft.schema import MAX_AFTER_SECONDS, STREAM_MODE_NAMES, Run, RunEvent
 from weft.thread_streams import THREAD_STREAM_MODES, ThreadEvent, thread_events
 from weft.validation import choice
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=Route)
 
 RUN_SELECT_FIELDS: tuple[str, ...] = (
     "run_id",

@@ -17,13 +17,14 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from weft.api.plans import PlanOut, create_with_plan
+from weft.api.route import Route
 from weft.api.threads import ThreadOut
 from weft.api.wire import JSON, Body, Detail, Rt, SessionId, paged
 from weft.schema import Interaction, SessionStatus
 from weft.schema import Session as SessionRecord
 from weft.validation import storable
 
-router = APIRouter(prefix="/sessions", tags=["weft"])
+router = APIRouter(prefix="/sessions", tags=["weft"], route_class=Route)
 
 # --- documented responses ----------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from langgraph.store.base import BaseStore, InvalidNamespaceError, Item
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from weft.api.route import Route
 from weft.api.wire import JSON, Body, Rt
 from weft.errors import UnprocessableEntityError
 
-router = APIRouter(tags=["store"])
+router = APIRouter(tags=["store"], route_class=Route)
 
 
 # --- bodies ---------------------------------------------------------------------------------

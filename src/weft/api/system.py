@@ -21,11 +21,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weft import __version__
+from weft.api.route import Route
 from weft.api.wire import JSON, Rt
 from weft.runtime import Runtime
 from weft.storage import mask_url
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=Route)
 
 
 @router.get("/ok", summary="Liveness: 200 while the server runs")

@@ -16,12 +16,13 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field, create_model
 from starlette.responses import Response
 
+from weft.api.route import Route
 from weft.api.wire import JSON, Body, CheckpointId, Rt, ThreadId, paged
 from weft.errors import UnprocessableEntityError
 from weft.schema import THREAD_FIELDS, Lifecycle, Thread, ThreadKind, ThreadState, ThreadStatus
 from weft.storage.base import IfExists, PruneStrategy, SortOrder, ThreadSortBy
 
-router = APIRouter()
+router = APIRouter(route_class=Route)
 THREADS: list[str | Enum] = ["threads"]
 WEFT: list[str | Enum] = ["weft"]
 

@@ -34,14 +34,14 @@ HEARTBEAT_SECONDS = 10.0
 """How often an idle SSE stream sends a comment so proxies keep it open."""
 
 
-async def _runtime(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
     """Async, so that FastAPI calls it on the event loop (a plain function would cost every
     request a hop to its thread pool)."""
     rt: Runtime = request.app.state.rt
     return rt
 
 
-Rt = Annotated[Runtime, Depends(_runtime)]
+Rt = Annotated[Runtime, Depends(runtime_of)]
 """The runtime of the app serving the request; declare a route parameter ``rt: Rt``."""
 
 
@@ -416,6 +416,7 @@ __all__ = [
     "install_error_handlers",
     "paged",
     "run_headers",
+    "runtime_of",
     "sse",
     "validation_detail",
 ]
