@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fastapi import HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.routing import APIRoute
 
 from tests.api.conftest import Server
 from weft.api import ROUTERS
-from weft.api.route import _is_json, _Lean
-from weft.api.wire import runtime_of
+from weft.api.route import Route, _is_json, _Lean
+from weft.api.wire import JSON, Body, Rt, runtime_of
 
 
 def _route(method: str, path: str) -> APIRoute:
@@ -128,3 +128,50 @@ async def test_dependency_overrides_are_honoured(server: Server) -> None:
 
 def _unused() -> None:
     """A dependency no route has: overriding it changes nothing but the handler taken."""
+
+
+class _Echo(Body):
+    text: str
+
+
+def _closed() -> None:
+    raise HTTPException(503, detail="closed for maintenance")
+
+
+async def _post(app: FastAPI, body: dict[str, Any]) -> tuple[int, Any]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://weft") as http:
+        answer = await http.post("/echo/00000000-0000-4000-8000-000000000001", json=body)
+    return answer.status_code, answer.json()
+
+
+async def test_a_router_included_with_dependencies_runs_them() -> None:
+    router = APIRouter(route_class=Route)
+
+    @router.post("/echo/{thread_id}")
+    async def echo(thread_id: str, rt: Rt, body: _Echo) -> JSON:
+        return JSON({"thread_id": thread_id, "rt": rt, "text": body.text})
+
+    plain, guarded = FastAPI(), FastAPI()
+    plain.include_router(router)
+    guarded.include_router(router, dependencies=[Depends(_closed)])
+    for app in (plain, guarded):
+        app.state.rt = "the runtime"
+    assert await _post(plain, {"text": "hi"}) == (
+        200,
+        {"thread_id": "00000000-0000-4000-8000-000000000001", "rt": "the runtime", "text": "hi"},
+    )
+    assert await _post(plain, {"text": 1}) == (
+        422,
+        {
+            "detail": [
+                {
+                    "type": "string_type",
+                    "loc": ["body", "text"],
+                    "msg": "Input should be a valid string",
+                    "input": 1,
+                }
+            ]
+        },
+    )
+    assert await _post(guarded, {"text": "hi"}) == (503, {"detail": "closed for maintenance"})

@@ -12,19 +12,22 @@ when the content type is JSON (otherwise the bytes are validated, and fail), an 
 is missing (required: a ``missing`` error; optional: the default), validation goes through
 a pydantic ``TypeAdapter`` of the parameter's annotation with ``from_attributes``, and errors
 are the same ``RequestValidationError`` (locations under ``body``) or 400 ``HTTPException``
-the app's error handlers turn into ``{"detail": ...}``. Any other endpoint, and every
-request while the app has ``dependency_overrides``, gets FastAPI's own handler. The OpenAPI
+the app's error handlers turn into ``{"detail": ...}``. Any other endpoint (including one
+whose router is included with ``dependencies=``), and every request while the app has
+``dependency_overrides``, gets FastAPI's own handler. The OpenAPI
 document is FastAPI's either way.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import fastapi.routing
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -44,7 +47,7 @@ class Route(APIRoute):
 
     def get_route_handler(self) -> Handler:
         general = super().get_route_handler()
-        lean = _Lean.of(self)
+        lean = _Lean.of(_as_included(self))
         if lean is None:
             return general
 
@@ -67,9 +70,9 @@ class _Lean:
     body_default: Any
 
     @classmethod
-    def of(cls, route: APIRoute) -> _Lean | None:
-        """The lean handler's plan for ``route``, or None when its endpoint has another
-        shape."""
+    def of(cls, route: Any) -> _Lean | None:
+        """The lean handler's plan for ``route`` (an ``APIRoute``, or FastAPI's view of it as
+        included), or None when its endpoint has another shape."""
         d = route.dependant
         special = (
             d.request_param_name,
@@ -85,6 +88,8 @@ class _Lean:
             return None
         if len(d.body_params) > 1 or not _returns_response(route.endpoint):
             return None
+        if getattr(route.strict_content_type, "value", route.strict_content_type) is False:
+            return None  # FastAPI then reads a body without a content type as JSON
         runtime_name: str | None = None
         for dep in d.dependencies:
             if dep.call is not runtime_of or runtime_name is not None or dep.dependencies:
@@ -149,7 +154,7 @@ class _Lean:
                 raise RequestValidationError(
                     [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
                 )
-            return self.body_default
+            return copy.deepcopy(self.body_default)
         try:
             return self.body.validate_python(value, from_attributes=True)
         except ValidationError as e:
@@ -157,6 +162,19 @@ class _Lean:
             raise RequestValidationError(
                 [{**err, "loc": ("body", *err["loc"])} for err in errors], body=value
             ) from e
+
+
+def _as_included(route: APIRoute) -> Any:
+    """FastAPI's view of ``route`` as an app includes it (with the including routers'
+    prefixes and dependencies) while FastAPI builds that view's handler, else the route.
+    FastAPI 0.165 hands it to ``get_route_handler`` through a context variable of its
+    routing module; where that variable does not exist, included routes are routes of their
+    own (older FastAPI copied them), so the route itself is the view."""
+    var = getattr(fastapi.routing, "_effective_route_context_var", None)
+    context = var.get() if var is not None else None
+    if context is not None and getattr(context, "original_route", None) is route:
+        return context
+    return route
 
 
 def _is_json(content_type: str | None) -> bool:
