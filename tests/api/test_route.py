@@ -175,3 +175,17 @@ async def test_a_router_included_with_dependencies_runs_them() -> None:
         },
     )
     assert await _post(guarded, {"text": "hi"}) == (503, {"detail": "closed for maintenance"})
+
+
+async def test_a_plain_function_endpoint_keeps_fastapis_handler() -> None:
+    router = APIRouter(route_class=Route)
+
+    @router.post("/echo/{thread_id}")
+    def echo(thread_id: str, rt: Rt, body: _Echo) -> JSON:  # run in FastAPI's thread pool
+        return JSON({"text": body.text})
+
+    assert _Lean.of(router.routes[0]) is None
+    app = FastAPI()
+    app.include_router(router)
+    app.state.rt = "the runtime"
+    assert await _post(app, {"text": "hi"}) == (200, {"text": "hi"})

@@ -21,6 +21,7 @@ document is FastAPI's either way.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastapi.routing
-from fastapi import Request
+from fastapi import Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
@@ -86,7 +87,9 @@ class _Lean:
             return None
         if any(p.field_info.annotation is not str for p in d.path_params):
             return None
-        if len(d.body_params) > 1 or not _returns_response(route.endpoint):
+        if len(d.body_params) > 1 or not inspect.iscoroutinefunction(route.endpoint):
+            return None  # FastAPI runs a plain function in its thread pool
+        if not _returns_response(route.endpoint):
             return None
         if getattr(route.strict_content_type, "value", route.strict_content_type) is False:
             return None  # FastAPI then reads a body without a content type as JSON
@@ -102,7 +105,7 @@ class _Lean:
             info = field.field_info
             if info.annotation is None or getattr(info, "embed", None):
                 return None
-            if type(info).__name__ in ("Form", "File"):
+            if isinstance(info, params.Form):  # File is a Form
                 return None
             body_name, body = field.name, TypeAdapter(info.annotation)
             required, default = info.is_required(), info.default
